@@ -1,0 +1,49 @@
+"""The daemon's settings: one frozen dataclass that holds every default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_UPSTREAM = "http://127.0.0.1:7860"
+DEFAULT_HOST = "127.0.0.1"
+# 7860 is the webui's own port; the next one keeps inuqueue easy to find beside it.
+DEFAULT_PORT = 7861
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything `inuqueue serve` can be told, with the defaults a user gets."""
+
+    upstream: str = DEFAULT_UPSTREAM
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    data_dir: Path = Path("data")
+    # Answer the webui's 2xx replies with 418, saying "ask the webui, not me".
+    teapot: bool = True
+    # A task whose generation broke off this many times ends failed, so a request
+    # that crashes the webui every time cannot loop forever.
+    max_attempts: int = 3
+    # img2img bodies carry several base64 images of a few MB each.
+    max_body_bytes: int = 256 * 1024 * 1024
+    # Connecting to a local webui takes microseconds; a long wait means it is down.
+    upstream_connect_timeout_s: float = 10.0
+    # A generation can run for hours, so there is no overall timeout on it; this
+    # bounds only silence between two reads of its answer (0 = wait forever).
+    generation_read_timeout_s: float = 0.0
+    # Proxied requests include POST /options, which waits for the running job.
+    proxy_timeout_s: float = 600.0
+    # Back-off between tries to reach a webui that is down, doubling up to the cap.
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+    # How long a graceful stop waits for the running generation before leaving it.
+    shutdown_grace_s: float = 10.0
+    # False only in tests and benchmarks that measure what fsync costs.
+    fsync: bool = True
+    # Logs as JSON lines (None: JSON unless stderr is a terminal).
+    log_json: bool | None = None
+
+    @property
+    def upstream_url(self) -> str:
+        """The upstream base URL without a trailing slash."""
+        return self.upstream.rstrip("/")
