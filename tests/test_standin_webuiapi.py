@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from typing import Any
 
 import pytest
@@ -10,8 +11,9 @@ from pytest_aiohttp import AiohttpServer
 
 from inuqueue.standin import STANDIN, StandinConfig, create_standin_app
 
-webuiapi: Any = pytest.importorskip("webuiapi")
-Image: Any = pytest.importorskip("PIL.Image")
+# A test dependency (setup.cfg): a missing one must fail the run, not skip it.
+webuiapi: Any = importlib.import_module("webuiapi")
+Image: Any = importlib.import_module("PIL.Image")
 
 
 @pytest.fixture

@@ -1,0 +1,7 @@
+"""`python -m inuqueue` runs the command line."""
+
+import sys
+
+from inuqueue.cli import main
+
+sys.exit(main())

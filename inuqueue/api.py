@@ -1,0 +1,361 @@
+"""inuqueue's own routes under /inuqueue/v1."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from inuqueue.errors import ImageDecodeError, StoreError
+from inuqueue.http import API_PREFIX, ApiError, json_response
+from inuqueue.runtime import RUNTIME, Runtime
+from inuqueue.state import Task, TaskType
+from inuqueue.store import (
+    DIGEST_RE,
+    ImageStore,
+    decode_image_input,
+    sniff_content_type,
+)
+from inuqueue.views import image_view, task_url, task_view
+from inuqueue.webui_schema import validate_request
+
+routes = web.RouteTableDef()
+
+# Pages stay small enough to build and send in a few milliseconds.
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
+# Long enough for a UUID or a hash, short enough to keep the journal lean.
+MAX_IDEMPOTENCY_KEY_CHARS = 200
+# A year: an image never changes under its digest.
+IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
+
+
+def _runtime(request: web.Request) -> Runtime:
+    return request.app[RUNTIME]
+
+
+@routes.post(API_PREFIX + "/queue/txt2img")
+async def enqueue_txt2img(request: web.Request) -> web.Response:
+    """Queue a txt2img request; answers as soon as the task is durable."""
+    return await _enqueue(request, "txt2img")
+
+
+@routes.post(API_PREFIX + "/queue/img2img")
+async def enqueue_img2img(request: web.Request) -> web.Response:
+    """Queue an img2img request; its input images go into the store first."""
+    return await _enqueue(request, "img2img")
+
+
+async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
+    runtime = _runtime(request)
+    body = await read_json_object(request)
+    key = _idempotency_key(request)
+
+    name = _pop_typed(body, "name", str)
+    priority = _pop_typed(body, "priority", int)
+    checkpoint = _pop_typed(body, "checkpoint", str)
+    _check_webui_fields(kind, body)
+
+    if checkpoint is not None:
+        settings = dict(body.get("override_settings") or {})
+        settings["sd_model_checkpoint"] = checkpoint
+        body["override_settings"] = settings
+    if kind == "img2img":
+        await _store_inputs(body, runtime.store)
+
+    queue = runtime.queue
+    enqueued = await queue.enqueue(
+        kind,
+        body,
+        name=name,
+        priority=priority or 0,
+        idempotency_key=key,
+    )
+    task_id = enqueued.task.task_id
+    payload = {
+        "task_id": task_id,
+        "status": enqueued.status,
+        "position": enqueued.position,
+    }
+    return json_response(
+        payload,
+        status=202 if enqueued.created else 200,
+        headers={"Location": task_url(task_id)},
+    )
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says what is wrong."""
+    raw = await request.read()
+    if not raw:
+        raise ApiError(400, "invalid_json", "The body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"The body is not valid JSON ({exc}); send a JSON "
+            "object such as the webui's /sdapi/v1/txt2img takes.",
+        ) from None
+    if not isinstance(body, dict):
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"The body is a JSON {type(body).__name__}; send a JSON object.",
+        )
+    return body
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters.",
+        )
+    return key
+
+
+def _pop_typed(body: dict[str, Any], field: str, kind: type) -> Any:
+    """Take one of inuqueue's own fields out of the webui body, checking its type."""
+    value = body.pop(field, None)
+    if value is None:
+        return None
+    # bool is an int to Python, but "priority": true is a mistake, not a 1.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"Field {field!r} must be a {kind.__name__} or null, not "
+            f"{type(value).__name__}.",
+            field=field,
+        )
+    return value
+
+
+def _check_webui_fields(kind: TaskType, body: dict[str, Any]) -> None:
+    """Refuse a body the webui would refuse with a 422, before it is queued."""
+    result = validate_request(kind, body)
+    if not result.errors:
+        return
+
+    fields = [".".join(str(part) for part in e["loc"][1:]) for e in result.errors]
+    described = "; ".join(
+        f"{field or 'body'}: {error['msg']}"
+        for field, error in zip(fields, result.errors, strict=True)
+    )
+    raise ApiError(
+        422,
+        "invalid_field",
+        f"The webui would refuse this {kind} request ({described}). Fix the "
+        "field's type and send it again.",
+        field=fields[0],
+        detail=result.errors,
+    )
+
+
+async def _store_inputs(body: dict[str, Any], store: ImageStore) -> None:
+    """Move img2img input images into the store; the body keeps their digests."""
+    inits = body.get("init_images")
+    if not isinstance(inits, list) or not inits:
+        raise ApiError(
+            422,
+            "invalid_field",
+            "img2img needs init_images: a list of at least one base64 image "
+            "(raw or a data:image/ URI).",
+            field="init_images",
+        )
+    body["init_images"] = [
+        await _store_input(item, f"init_images[{index}]", store)
+        for index, item in enumerate(inits)
+    ]
+    if body.get("mask"):
+        body["mask"] = await _store_input(body["mask"], "mask", store)
+
+
+async def _store_input(value: Any, field: str, store: ImageStore) -> Any:
+    if not isinstance(value, str):
+        raise ApiError(
+            422, "invalid_image", f"{field} must be a base64 string.", field=field
+        )
+    if value.startswith(("http://", "https://")):
+        # The webui fetches URLs itself, under its own rules.
+        return value
+    try:
+        data = await asyncio.to_thread(decode_image_input, value)
+    except ImageDecodeError as exc:
+        raise ApiError(
+            422,
+            "invalid_image",
+            f"{field} is not an image: {exc}. Send base64 of a PNG, JPEG, WEBP "
+            "or GIF file, raw or as a data:image/ URI.",
+            field=field,
+        ) from None
+    stored = await store.put_bytes(data)
+    return {"digest": stored.digest}
+
+
+def _page(request: web.Request) -> tuple[int, int]:
+    """`offset` and `limit` from the query, checked."""
+    values = []
+    for name, default, maximum in (
+        ("offset", 0, None),
+        ("limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+    ):
+        raw = request.query.get(name)
+        if raw is None:
+            values.append(default)
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            value = -1
+        if value < 0 or (maximum is not None and value > maximum):
+            bound = f"0 to {maximum}" if maximum is not None else "0 or more"
+            raise ApiError(
+                400, "invalid_query", f"{name} must be a whole number, {bound}."
+            )
+        values.append(value)
+    return values[0], values[1]
+
+
+@routes.get(API_PREFIX + "/queue")
+async def get_queue(request: web.Request) -> web.Response:
+    """What runs now and what waits, in the order it will run."""
+    offset, limit = _page(request)
+    state = await _runtime(request).queue.settled()
+    return json_response(
+        {
+            "paused": False,
+            "running": [task_view(t, state) for t in state.running.values()],
+            "pending": [task_view(t, state) for t in state.pending_page(offset, limit)],
+            "total_pending": len(state.pending),
+        }
+    )
+
+
+async def _task(request: web.Request) -> Task:
+    task_id = request.match_info["task_id"]
+    state = await _runtime(request).queue.settled()
+    task = state.tasks.get(task_id)
+    if task is None:
+        raise ApiError(
+            404,
+            "task_not_found",
+            f"There is no task {task_id!r}; GET {API_PREFIX}/queue lists the "
+            "queued ones.",
+        )
+    return task
+
+
+@routes.get(API_PREFIX + "/task/{task_id}")
+async def get_task(request: web.Request) -> web.Response:
+    """One task with everything known of it."""
+    task = await _task(request)
+    state = _runtime(request).queue.state
+    return json_response(task_view(task, state, with_request=True))
+
+
+@routes.get(API_PREFIX + "/task/{task_id}/results")
+async def get_results(request: web.Request) -> web.Response:
+    """A task's images with their infotexts and seeds; ?inline=base64 adds bytes."""
+    task = await _task(request)
+    inline = request.query.get("inline")
+    if inline not in (None, "base64"):
+        raise ApiError(400, "invalid_query", "inline takes one value: base64.")
+
+    store = _runtime(request).store
+    images = []
+    for image in task.images:
+        view = image_view(image, detailed=True)
+        if inline == "base64":
+            data = await _read_image(store, image["digest"])
+            view["base64"] = await asyncio.to_thread(_b64, data)
+        images.append(view)
+    return json_response(
+        {
+            "task_id": task.task_id,
+            "status": task.status,
+            "images": images,
+            "info": task.info,
+        }
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+async def _read_image(store: ImageStore, digest: str) -> bytes:
+    try:
+        return await store.read_verified(digest)
+    except FileNotFoundError:
+        raise ApiError(
+            404, "image_not_found", f"No image {digest} is stored."
+        ) from None
+    except StoreError as exc:
+        raise ApiError(
+            500,
+            "image_damaged",
+            f"{exc}. It is not served; queue the task again to make it anew.",
+        ) from None
+
+
+@routes.get(API_PREFIX + "/images/{digest}")
+async def get_image(request: web.Request) -> web.Response:
+    """An image's bytes, cacheable forever under its digest."""
+    digest = request.match_info["digest"]
+    if not DIGEST_RE.fullmatch(digest):
+        raise ApiError(
+            400,
+            "invalid_digest",
+            "An image is named by its SHA-256: 64 lowercase hex digits.",
+        )
+
+    etag = f'"{digest}"'
+    headers = {"ETag": etag, "Cache-Control": IMMUTABLE_CACHE}
+    matches = etag in _etags(request.headers.get("If-None-Match", ""))
+    if matches and _runtime(request).store.exists(digest):
+        return web.Response(status=304, headers=headers)
+
+    data = await _read_image(_runtime(request).store, digest)
+    content_type = sniff_content_type(data[:16]) or "application/octet-stream"
+    return web.Response(body=data, headers=headers, content_type=content_type)
+
+
+def _etags(header: str) -> set[str]:
+    tags = {part.strip() for part in header.split(",")}
+    return {tag.removeprefix("W/") for tag in tags if tag}
+
+
+@routes.get(API_PREFIX + "/health")
+async def get_health(request: web.Request) -> web.Response:
+    """Whether the daemon, its journal and the webui are in working order."""
+    runtime = _runtime(request)
+    reachable = await runtime.upstream.reachable_now()
+    state = await runtime.queue.settled()
+    journal = runtime.queue.journal
+    healthy = reachable and journal.failure is None
+    return json_response(
+        {
+            "status": "ok" if healthy else "degraded",
+            "upstream": {
+                "url": runtime.upstream.url,
+                "reachable": reachable,
+                "error": None if reachable else runtime.upstream.last_error,
+            },
+            "queue": {"pending": len(state.pending), "running": len(state.running)},
+            "journal": {
+                "records": journal.records,
+                "bytes": journal.bytes,
+                "error": str(journal.failure) if journal.failure else None,
+            },
+        }
+    )

@@ -1,0 +1,94 @@
+"""The daemon's aiohttp application: routes, middleware and the life cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from inuqueue import api
+from inuqueue.config import Config
+from inuqueue.consumer import Consumer
+from inuqueue.errors import ConfigError
+from inuqueue.http import error_middleware
+from inuqueue.proxy import make_proxy_middleware
+from inuqueue.queue import TaskQueue
+from inuqueue.runtime import RUNTIME, Runtime
+from inuqueue.store import ImageStore
+from inuqueue.upstream import Upstream
+
+log = structlog.get_logger("inuqueue.app")
+
+
+def create_app(config: Config) -> web.Application:
+    """The daemon as an aiohttp application; it opens its data when started."""
+    upstream = Upstream(config)
+    app = web.Application(
+        # The proxy runs first: requests no own route matches never reach the rest.
+        middlewares=[
+            make_proxy_middleware(upstream, teapot=config.teapot),
+            error_middleware,
+        ],
+        client_max_size=config.max_body_bytes,
+    )
+    app[RUNTIME] = Runtime(config=config, upstream=upstream)
+    app.add_routes(api.routes)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create the data directory or say in one line why it cannot be used."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"the data directory {data_dir} cannot be used ({exc.strerror}); "
+            "choose another with --data or INUQUEUE_DATA"
+        ) from exc
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    config = runtime.config
+    started_mono = time.monotonic()
+    prepare_data_dir(config.data_dir)
+
+    store = ImageStore(config.data_dir / "images")
+    await asyncio.to_thread(store.open)
+    queue = TaskQueue(
+        config.data_dir, max_attempts=config.max_attempts, fsync=config.fsync
+    )
+    await queue.open()
+    await runtime.upstream.open()
+    consumer = Consumer(queue, store, runtime.upstream, config)
+    runtime._queue, runtime._store, runtime.consumer = queue, store, consumer
+    consumer_task = asyncio.create_task(consumer.run(), name="consumer")
+    log.info("daemon.started", data=str(config.data_dir), upstream=config.upstream)
+
+    yield
+
+    consumer.stopping = True
+    if consumer.current is not None:
+        # Let a generation that is almost done finish rather than run it again.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(consumer.idle.wait(), config.shutdown_grace_s)
+    consumer_task.cancel()
+    await asyncio.gather(consumer_task, return_exceptions=True)
+    await runtime.upstream.close()
+    await queue.close()
+    log.info(
+        "daemon.stopped",
+        uptime_s=round(time.monotonic() - started_mono, 1),
+        tasks=len(queue.state.tasks),
+        pending=len(queue.state.pending),
+        journal_records=queue.journal.records,
+    )

@@ -1,0 +1,257 @@
+"""The command line: `inuqueue serve`, `inuqueue standin`, `inuqueue demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from inuqueue import __version__
+from inuqueue.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_UPSTREAM, Config
+from inuqueue.errors import ConfigError, JournalCorrupt
+from inuqueue.log import configure_logging
+
+# Named exit codes (sysexits.h where one fits).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_DATA = 65  # EX_DATAERR: the journal is damaged
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the port or data directory cannot be used
+EXIT_INTERRUPTED = 130
+
+STANDIN_DEFAULT_PORT = 7860
+
+log = structlog.get_logger("inuqueue.cli")
+
+
+def _env(name: str, default: Any, convert: Callable[[str], Any] = str) -> Any:
+    """A default taken from INUQUEUE_<NAME> when set."""
+    raw = os.environ.get(f"INUQUEUE_{name}")
+    if raw is None or raw == "":
+        return default
+    try:
+        return convert(raw)
+    except ValueError:
+        raise ConfigError(f"INUQUEUE_{name}={raw!r} is not a valid value") from None
+
+
+def _flag(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _port(raw: str) -> int:
+    port = int(raw)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{raw} is not a port (0 to 65535)")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every flag's default can come from INUQUEUE_*."""
+    defaults = Config()
+    parser = argparse.ArgumentParser(
+        prog="inuqueue",
+        description="A durable queue in front of a Stable Diffusion webui.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the daemon in front of a webui",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument(
+        "--upstream",
+        default=_env("UPSTREAM", DEFAULT_UPSTREAM),
+        help="the webui's base URL [INUQUEUE_UPSTREAM]",
+    )
+    _add_bind_flags(serve, DEFAULT_PORT)
+    serve.add_argument(
+        "--data",
+        type=Path,
+        default=_env("DATA", Path("data"), Path),
+        help="the data directory: journal and images [INUQUEUE_DATA]",
+    )
+    serve.add_argument(
+        "--no-teapot",
+        dest="teapot",
+        action="store_false",
+        default=_env("TEAPOT", True, _flag),
+        help="pass the webui's 2xx answers through instead of 418 [INUQUEUE_TEAPOT=0]",
+    )
+    serve.add_argument(
+        "--max-attempts",
+        type=int,
+        default=_env("MAX_ATTEMPTS", defaults.max_attempts, int),
+        help="times a generation may break off before its task fails "
+        "[INUQUEUE_MAX_ATTEMPTS]",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=_env("MAX_BODY_BYTES", defaults.max_body_bytes, int),
+        help="largest request body accepted [INUQUEUE_MAX_BODY_BYTES]",
+    )
+    serve.add_argument(
+        "--shutdown-grace-s",
+        type=float,
+        default=_env("SHUTDOWN_GRACE_S", defaults.shutdown_grace_s, float),
+        help="how long a stop waits for the running generation "
+        "[INUQUEUE_SHUTDOWN_GRACE_S]",
+    )
+    _add_log_flag(serve)
+
+    standin = commands.add_parser(
+        "standin",
+        help="run the stand-in webui (for tests and the demo)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _add_bind_flags(standin, STANDIN_DEFAULT_PORT, env_prefix="STANDIN_")
+    standin.add_argument(
+        "--step-ms",
+        type=float,
+        default=_env("STANDIN_STEP_MS", 20.0, float),
+        help="simulated work per sampling step [INUQUEUE_STANDIN_STEP_MS]",
+    )
+    standin.add_argument(
+        "--api-auth",
+        default=_env("STANDIN_API_AUTH", None),
+        help="user:password for HTTP Basic, like the webui's --api-auth",
+    )
+    _add_log_flag(standin)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the stand-in and the daemon, queue work, kill and restart",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    demo.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path("data"),
+        help="the demo makes a fresh directory under this one",
+    )
+    demo.add_argument(
+        "--step-ms",
+        type=float,
+        default=40.0,
+        help="the stand-in's simulated work per sampling step",
+    )
+    return parser
+
+
+def _add_bind_flags(
+    parser: argparse.ArgumentParser, port: int, env_prefix: str = ""
+) -> None:
+    parser.add_argument(
+        "--host",
+        default=_env(f"{env_prefix}HOST", DEFAULT_HOST),
+        help=f"address to listen on [INUQUEUE_{env_prefix}HOST]",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=_env(f"{env_prefix}PORT", port, _port),
+        help=f"port to listen on, 0 for any free one [INUQUEUE_{env_prefix}PORT]",
+    )
+
+
+def _add_log_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default=_env("LOG_FORMAT", "auto"),
+        help="log as JSON lines, for a console, or JSON unless on a terminal "
+        "[INUQUEUE_LOG_FORMAT]",
+    )
+
+
+def _log_json(choice: str) -> bool | None:
+    return {"auto": None, "json": True, "console": False}[choice]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except ConfigError as exc:
+        print(f"inuqueue: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    if args.command == "serve":
+        problem = _upstream_problem(args.upstream)
+        if problem:
+            print(f"inuqueue: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+
+    configure_logging(json=_log_json(getattr(args, "log_format", "auto")))
+    try:
+        return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        # Where signal handlers cannot be installed (Windows), Ctrl-C lands here.
+        return EXIT_INTERRUPTED
+    except ConfigError as exc:
+        print(f"inuqueue: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except JournalCorrupt as exc:
+        print(f"inuqueue: {exc}", file=sys.stderr)
+        return EXIT_DATA
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from inuqueue.runner import serve_until_stopped
+
+    if args.command == "serve":
+        from inuqueue.app import create_app
+
+        config = Config(
+            upstream=args.upstream,
+            host=args.host,
+            port=args.port,
+            data_dir=args.data,
+            teapot=args.teapot,
+            max_attempts=args.max_attempts,
+            max_body_bytes=args.max_body_bytes,
+            shutdown_grace_s=args.shutdown_grace_s,
+        )
+        await serve_until_stopped(create_app(config), args.host, args.port, "inuqueue")
+        return EXIT_OK
+
+    if args.command == "standin":
+        from inuqueue.standin import StandinConfig, create_standin_app
+
+        app = create_standin_app(
+            StandinConfig(step_ms=args.step_ms, api_auth=args.api_auth)
+        )
+        await serve_until_stopped(app, args.host, args.port, "standin")
+        return EXIT_OK
+
+    from inuqueue.demo import run_demo
+
+    return await run_demo(args.data_root, args.step_ms)
+
+
+def _upstream_problem(url: str) -> str | None:
+    if url.startswith(("http://", "https://")):
+        return None
+    return (
+        f"--upstream {url!r} is not an http:// or https:// URL; give the "
+        "webui's address, e.g. http://127.0.0.1:7860"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

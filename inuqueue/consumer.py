@@ -1,0 +1,205 @@
+"""The consumer: one coroutine per webui, one generation in flight at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+
+from inuqueue.config import Config
+from inuqueue.errors import ImageDecodeError, JournalError, StoreError
+from inuqueue.ingest import AnswerMalformed, IngestedAnswer, ingest_answer
+from inuqueue.queue import TaskQueue
+from inuqueue.state import Task
+from inuqueue.store import ImageStore
+from inuqueue.upstream import Upstream, describe_error
+
+log = structlog.get_logger("inuqueue.consumer")
+
+# Reads from the webui's answer; big enough to keep the thread hops per MB few.
+READ_CHUNK_BYTES = 256 * 1024
+# An error answer is kept on the task; a runaway one is cut to this.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
+
+class Consumer:
+    """Takes the next task, sends it to the webui, and stores what comes back."""
+
+    def __init__(
+        self, queue: TaskQueue, store: ImageStore, upstream: Upstream, config: Config
+    ) -> None:
+        self.queue = queue
+        self.store = store
+        self.upstream = upstream
+        self.config = config
+        self.current: Task | None = None
+        # Set when the daemon stops: finish the running task, start no other.
+        self.stopping = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    async def run(self) -> None:
+        """Run tasks until cancelled."""
+        backoff_s = self.config.retry_initial_s
+        while True:
+            task = await self.queue.wait_next()
+            if self.stopping:
+                return
+            if not await self._upstream_ready():
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, self.config.retry_max_s)
+                continue
+            backoff_s = self.config.retry_initial_s
+
+            self.idle.clear()
+            self.current = task
+            try:
+                await self._run_task(task)
+            except JournalError:
+                # The journal refuses writes; the state of the task is what the
+                # journal last said, and nothing new starts until it works again.
+                await asyncio.sleep(self.config.retry_max_s)
+            finally:
+                self.current = None
+                self.idle.set()
+
+    async def _upstream_ready(self) -> bool:
+        if self.upstream.reachable is not False:
+            return True
+        return await self.upstream.probe()
+
+    async def _run_task(self, task: Task) -> None:
+        try:
+            await self.queue.mark_started(task)
+        except asyncio.CancelledError:
+            if task.status == "running":
+                self.queue.release(task, "the daemon stopped")
+            raise
+        try:
+            body = await self._build_body(task)
+        except ImageDecodeError as exc:
+            error = {"reason": "input_missing", "message": str(exc)}
+            await self.queue.mark_finished(task, "failed", error=error)
+            return
+
+        url = f"{self.upstream.url}/sdapi/v1/{task.type}"
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        try:
+            async with self.upstream.generation.post(
+                url, data=body, headers=headers
+            ) as response:
+                self.upstream.mark(True)
+                if response.status != 200:
+                    error = await _error_from(response)
+                    await self.queue.mark_finished(task, "failed", error=error)
+                    return
+                answer = await ingest_answer(
+                    response.content.iter_chunked(READ_CHUNK_BYTES), self.store
+                )
+        except aiohttp.ClientConnectorError as exc:
+            self.upstream.mark(False, describe_error(exc))
+            record = self.queue.release(task, "the webui is unreachable")
+            await self.queue.journal.wait_durable(record["seq"])
+            return
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The webui took the request and broke off: a crash or a restart.
+            await self.queue.mark_broken(task, describe_error(exc))
+            return
+        except (AnswerMalformed, ImageDecodeError) as exc:
+            error = {
+                "reason": "bad_answer",
+                "message": f"The webui's answer could not be read: {exc}",
+            }
+            await self.queue.mark_finished(task, "failed", error=error)
+            return
+        except asyncio.CancelledError:
+            # The daemon is stopping; the journal's close writes this record.
+            self.queue.release(task, "the daemon stopped")
+            raise
+
+        await self._finish(task, answer)
+
+    async def _finish(self, task: Task, answer: IngestedAnswer) -> None:
+        info = _parse_info(answer.members.get("info"))
+        images = _describe_images(answer, info)
+        await self.queue.mark_finished(task, "done", images=images, info=info)
+
+    async def _build_body(self, task: Task) -> bytes:
+        """The webui body: the request as queued, its input images inlined."""
+        body: dict[str, Any] = dict(task.request)
+        body["force_task_id"] = task.task_id
+        # The queue exists so that images are not lost; it always takes them back.
+        body["send_images"] = True
+        if task.type == "img2img":
+            inits = body.get("init_images") or []
+            body["init_images"] = [await self._inline(item) for item in inits]
+            if body.get("mask") is not None:
+                body["mask"] = await self._inline(body["mask"])
+        return orjson.dumps(body)
+
+    async def _inline(self, item: Any) -> Any:
+        if not isinstance(item, dict) or "digest" not in item:
+            return item
+        try:
+            data = await self.store.read_verified(item["digest"])
+        except (OSError, StoreError) as exc:
+            raise ImageDecodeError(f"input image {item['digest']}: {exc}") from exc
+        return base64.b64encode(data).decode("ascii")
+
+
+def _parse_info(raw: Any) -> Any:
+    """The webui sends info as a JSON string; keep it parsed when it parses."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
+def _describe_images(answer: IngestedAnswer, info: Any) -> list[dict[str, Any]]:
+    """Each stored image with the infotext and seed the webui reported for it."""
+    info_map = info if isinstance(info, dict) else {}
+    infotexts = info_map.get("infotexts") or []
+    seeds = info_map.get("all_seeds") or []
+    # With a grid, the grid comes first and the seeds start at the next image.
+    first = info_map.get("index_of_first_image") or 0
+    described = []
+    for index, image in enumerate(answer.images):
+        seed_index = index - first
+        described.append(
+            {
+                "digest": image.digest,
+                "content_type": image.content_type,
+                "bytes": image.bytes,
+                "infotext": infotexts[index] if index < len(infotexts) else None,
+                "seed": seeds[seed_index] if 0 <= seed_index < len(seeds) else None,
+            }
+        )
+    return described
+
+
+async def _error_from(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    """What the webui said when it refused a generation."""
+    raw = await response.content.read(MAX_ERROR_BODY_BYTES)
+    body: Any
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = raw.decode("utf-8", "replace")
+
+    message = f"The webui answered {response.status}."
+    if response.status == 404 and body == {"detail": "Not Found"}:
+        message += " Start the webui with --api so that /sdapi/v1 exists."
+    elif isinstance(body, dict) and (body.get("errors") or body.get("detail")):
+        message += f" It said: {body.get('errors') or body.get('detail')}"
+    return {
+        "reason": "webui_error",
+        "status": response.status,
+        "body": body,
+        "message": message,
+    }

@@ -1,0 +1,114 @@
+"""The webui on the other side: HTTP sessions to it and what we know of its health."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import structlog
+
+from inuqueue.config import Config
+
+log = structlog.get_logger("inuqueue.upstream")
+
+# A probe that takes longer than this counts as "down"; /progress takes no lock.
+PROBE_TIMEOUT_S = 5.0
+PROBE_PATH = "/sdapi/v1/progress?skip_current_image=true"
+
+
+class Upstream:
+    """Sessions to the webui and its reachability, as last seen."""
+
+    def __init__(self, config: Config) -> None:
+        self.url = config.upstream_url
+        self._config = config
+        self.reachable: bool | None = None
+        self.last_error: str | None = None
+        self._last_contact_mono = 0.0
+        self._generation: aiohttp.ClientSession | None = None
+        self._proxy: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        """Create the client sessions."""
+        config = self._config
+        read_s = config.generation_read_timeout_s or None
+        self._generation = aiohttp.ClientSession(
+            # A fresh connection per generation: a keep-alive connection the webui
+            # closed between tasks would make a POST fail after it may have arrived.
+            connector=aiohttp.TCPConnector(force_close=True),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=config.upstream_connect_timeout_s,
+                sock_read=read_s,
+            ),
+            auto_decompress=True,
+        )
+        self._proxy = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=config.upstream_connect_timeout_s,
+                sock_read=config.proxy_timeout_s,
+            ),
+            # The proxy passes bodies through as they came, compressed or not.
+            auto_decompress=False,
+            # Set-Cookie from the webui belongs to the client, not to inuqueue.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    async def close(self) -> None:
+        """Close the client sessions."""
+        for session in (self._generation, self._proxy):
+            if session is not None:
+                await session.close()
+
+    @property
+    def generation(self) -> aiohttp.ClientSession:
+        """The session for generation requests."""
+        assert self._generation is not None, "Upstream.open() was not awaited"
+        return self._generation
+
+    @property
+    def proxy(self) -> aiohttp.ClientSession:
+        """The session for proxied requests."""
+        assert self._proxy is not None, "Upstream.open() was not awaited"
+        return self._proxy
+
+    def mark(self, reachable: bool, error: str | None = None) -> None:
+        """Record the outcome of a contact; log only when the state changes."""
+        self._last_contact_mono = time.monotonic()
+        self.last_error = error
+        if reachable == self.reachable:
+            return
+
+        before, self.reachable = self.reachable, reachable
+        if reachable and before is not None:
+            log.info("upstream.reachable", url=self.url)
+        elif not reachable:
+            log.warning("upstream.unreachable", url=self.url, error=error)
+
+    async def probe(self) -> bool:
+        """Ask the webui for its progress; any HTTP answer means it is up."""
+        try:
+            async with self.proxy.get(
+                self.url + PROBE_PATH,
+                timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S),
+            ) as response:
+                await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.mark(False, describe_error(exc))
+            return False
+        self.mark(True)
+        return True
+
+    async def reachable_now(self, max_age_s: float = 5.0) -> bool:
+        """Reachability no older than `max_age_s`, probing if need be."""
+        fresh = time.monotonic() - self._last_contact_mono < max_age_s
+        if fresh and self.reachable is not None:
+            return self.reachable
+        return await self.probe()
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line description of an exception for logs and task errors."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,74 @@
+"""The command line: clear one-line failures with named exit codes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+# Each run either fails at once or is killed by the bound.
+RUN_TIMEOUT_S = 30
+
+
+def _inuqueue(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "inuqueue", *args],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_an_unknown_flag_is_a_usage_error() -> None:
+    result = _inuqueue("serve", "--no-such-flag")
+
+    assert result.returncode == 2
+    assert "unrecognized arguments: --no-such-flag" in result.stderr
+
+
+def test_a_bad_environment_value_names_the_variable() -> None:
+    result = _inuqueue("serve", env={"INUQUEUE_PORT": "seventy"})
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "inuqueue: INUQUEUE_PORT='seventy' is not a valid value"
+    ]
+
+
+def test_an_unusable_data_directory_ends_with_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+
+    result = _inuqueue("serve", "--port", "0", "--data", str(blocker / "data"))
+
+    assert result.returncode == 69
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("inuqueue:")]
+    assert "data directory" in line and "--data" in line
+
+
+def test_a_busy_port_ends_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _inuqueue("serve", "--port", str(port), "--data", str(tmp_path / "d"))
+
+    assert result.returncode == 69
+    (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("inuqueue:")]
+    assert f"127.0.0.1:{port}" in line and "--port" in line
+
+
+def test_an_upstream_that_is_not_a_url_is_refused(tmp_path: Path) -> None:
+    result = _inuqueue("serve", "--upstream", "localhost:7860", "--data", str(tmp_path))
+
+    assert result.returncode == 2
+    assert "http://" in result.stderr
