@@ -19,7 +19,9 @@ from inuqueue.standin.outputs import encode_reply
 from inuqueue.standin.webhttp import encode_json
 
 Client = TestClient[web.Request, web.Application]
-FIXTURES = Path("/work/shared/fixtures")
+# What webuiapi 0.9.17 posts for txt2img(prompt, negative_prompt, seed=1003,
+# styles=["anime"], cfg_scale=7), captured from the library itself.
+FIXTURES = Path(__file__).parent / "fixtures"
 INFO_KEYS = {
     "prompt",
     "all_prompts",
