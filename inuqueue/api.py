@@ -33,7 +33,8 @@ MAX_IDEMPOTENCY_KEY_CHARS = 200
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
 
 
-def _runtime(request: web.Request) -> Runtime:
+def runtime_of(request: web.Request) -> Runtime:
+    """The daemon's live parts, for a route."""
     return request.app[RUNTIME]
 
 
@@ -50,7 +51,7 @@ async def enqueue_img2img(request: web.Request) -> web.Response:
 
 
 async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     body = await read_json_object(request)
     key = _idempotency_key(request)
 
@@ -64,7 +65,7 @@ async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
         settings["sd_model_checkpoint"] = checkpoint
         body["override_settings"] = settings
     if kind == "img2img":
-        await _store_inputs(body, runtime.store)
+        await store_inputs(body, runtime.store)
 
     queue = runtime.queue
     enqueued = await queue.enqueue(
@@ -161,7 +162,7 @@ def _check_webui_fields(kind: TaskType, body: dict[str, Any]) -> None:
     )
 
 
-async def _store_inputs(body: dict[str, Any], store: ImageStore) -> None:
+async def store_inputs(body: dict[str, Any], store: ImageStore) -> None:
     """Move img2img input images into the store; the body keeps their digests."""
     inits = body.get("init_images")
     if not isinstance(inits, list) or not inits:
@@ -202,7 +203,7 @@ async def _store_input(value: Any, field: str, store: ImageStore) -> Any:
     return {"digest": stored.digest}
 
 
-def _page(request: web.Request) -> tuple[int, int]:
+def page_params(request: web.Request) -> tuple[int, int]:
     """`offset` and `limit` from the query, checked."""
     values = []
     for name, default, maximum in (
@@ -229,21 +230,29 @@ def _page(request: web.Request) -> tuple[int, int]:
 @routes.get(API_PREFIX + "/queue")
 async def get_queue(request: web.Request) -> web.Response:
     """What runs now and what waits, in the order it will run."""
-    offset, limit = _page(request)
-    state = await _runtime(request).queue.settled()
+    offset, limit = page_params(request)
+    state = await runtime_of(request).queue.settled()
     return json_response(
         {
-            "paused": False,
-            "running": [task_view(t, state) for t in state.running.values()],
-            "pending": [task_view(t, state) for t in state.pending_page(offset, limit)],
+            "paused": state.paused,
+            "running": [view_of(request, t) for t in state.running.values()],
+            "pending": [view_of(request, t) for t in state.pending_page(offset, limit)],
             "total_pending": len(state.pending),
         }
     )
 
 
-async def _task(request: web.Request) -> Task:
+def view_of(request: web.Request, task: Task, *, with_request: bool = False) -> Any:
+    """A task's JSON view, with its live progress when it runs."""
+    runtime = runtime_of(request)
+    progress = runtime.consumer.progress if runtime.consumer else {}
+    return task_view(task, runtime.queue.state, progress, with_request=with_request)
+
+
+async def task_of(request: web.Request) -> Task:
+    """The task the path names, once durable; 404 if there is none."""
     task_id = request.match_info["task_id"]
-    state = await _runtime(request).queue.settled()
+    state = await runtime_of(request).queue.settled()
     task = state.tasks.get(task_id)
     if task is None:
         raise ApiError(
@@ -258,20 +267,19 @@ async def _task(request: web.Request) -> Task:
 @routes.get(API_PREFIX + "/task/{task_id}")
 async def get_task(request: web.Request) -> web.Response:
     """One task with everything known of it."""
-    task = await _task(request)
-    state = _runtime(request).queue.state
-    return json_response(task_view(task, state, with_request=True))
+    task = await task_of(request)
+    return json_response(view_of(request, task, with_request=True))
 
 
 @routes.get(API_PREFIX + "/task/{task_id}/results")
 async def get_results(request: web.Request) -> web.Response:
     """A task's images with their infotexts and seeds; ?inline=base64 adds bytes."""
-    task = await _task(request)
+    task = await task_of(request)
     inline = request.query.get("inline")
     if inline not in (None, "base64"):
         raise ApiError(400, "invalid_query", "inline takes one value: base64.")
 
-    store = _runtime(request).store
+    store = runtime_of(request).store
     images = []
     for image in task.images:
         view = image_view(image, detailed=True)
@@ -322,10 +330,10 @@ async def get_image(request: web.Request) -> web.Response:
     etag = f'"{digest}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE_CACHE}
     matches = etag in _etags(request.headers.get("If-None-Match", ""))
-    if matches and _runtime(request).store.exists(digest):
+    if matches and runtime_of(request).store.exists(digest):
         return web.Response(status=304, headers=headers)
 
-    data = await _read_image(_runtime(request).store, digest)
+    data = await _read_image(runtime_of(request).store, digest)
     content_type = sniff_content_type(data[:16]) or "application/octet-stream"
     return web.Response(body=data, headers=headers, content_type=content_type)
 
@@ -335,10 +343,29 @@ def _etags(header: str) -> set[str]:
     return {tag.removeprefix("W/") for tag in tags if tag}
 
 
+@routes.get(API_PREFIX + "/task/{task_id}/preview")
+async def get_preview(request: web.Request) -> web.Response:
+    """The webui's live preview of a running task, when it has one."""
+    task = await task_of(request)
+    consumer = runtime_of(request).consumer
+    preview = consumer.previews.get(task.task_id) if consumer else None
+    if preview is None:
+        raise ApiError(
+            404,
+            "no_preview",
+            "The webui has no live preview of this task (it shows one only while a "
+            "task runs, every few steps, with live previews on).",
+        )
+    data, content_type = preview
+    return web.Response(
+        body=data, content_type=content_type, headers={"Cache-Control": "no-store"}
+    )
+
+
 @routes.get(API_PREFIX + "/health")
 async def get_health(request: web.Request) -> web.Response:
     """Whether the daemon, its journal and the webui are in working order."""
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     reachable = await runtime.upstream.reachable_now()
     state = await runtime.queue.settled()
     journal = runtime.queue.journal

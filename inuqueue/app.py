@@ -11,7 +11,8 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from inuqueue import api
+from inuqueue import api, control, sse, webui_routes
+from inuqueue.collector import ImageCollector
 from inuqueue.config import Config
 from inuqueue.consumer import Consumer
 from inuqueue.errors import ConfigError
@@ -37,8 +38,10 @@ def create_app(config: Config) -> web.Application:
         client_max_size=config.max_body_bytes,
     )
     app[RUNTIME] = Runtime(config=config, upstream=upstream)
-    app.add_routes(api.routes)
+    for module in (api, control, sse, webui_routes):
+        app.add_routes(module.routes)
     app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_end_streams)
     return app
 
 
@@ -56,6 +59,13 @@ def prepare_data_dir(data_dir: Path) -> None:
         ) from exc
 
 
+async def _end_streams(app: web.Application) -> None:
+    """Let open event streams end, so that stopping does not wait on them."""
+    queue = app[RUNTIME]._queue
+    if queue is not None:
+        queue.events.close()
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     config = runtime.config
@@ -70,8 +80,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await queue.open()
     await runtime.upstream.open()
     consumer = Consumer(queue, store, runtime.upstream, config)
+    collector = ImageCollector(store, queue.state, config.image_grace_s)
     runtime._queue, runtime._store, runtime.consumer = queue, store, consumer
+    runtime._collector = collector
     consumer_task = asyncio.create_task(consumer.run(), name="consumer")
+    collector_task = asyncio.create_task(collector.run(), name="collector")
     log.info("daemon.started", data=str(config.data_dir), upstream=config.upstream)
 
     yield
@@ -81,8 +94,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         # Let a generation that is almost done finish rather than run it again.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(consumer.idle.wait(), config.shutdown_grace_s)
-    consumer_task.cancel()
-    await asyncio.gather(consumer_task, return_exceptions=True)
+    for task in (consumer_task, collector_task):
+        task.cancel()
+    await asyncio.gather(consumer_task, collector_task, return_exceptions=True)
     await runtime.upstream.close()
     await queue.close()
     log.info(

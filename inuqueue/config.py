@@ -36,6 +36,13 @@ class Config:
     # Back-off between tries to reach a webui that is down, doubling up to the cap.
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
+    # How often the webui's /progress is asked while a task runs.
+    progress_interval_s: float = 1.0
+    # How long DELETE of a running task waits for the webui to stop it.
+    interrupt_wait_s: float = 30.0
+    # An image nobody points at is removed once it was idle this long, so that an
+    # input stored just before its task is queued is never taken away.
+    image_grace_s: float = 600.0
     # How long a graceful stop waits for the running generation before leaving it.
     shutdown_grace_s: float = 10.0
     # False only in tests and benchmarks that measure what fsync costs.

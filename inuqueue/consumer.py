@@ -15,13 +15,15 @@ from inuqueue.errors import ImageDecodeError, JournalError, StoreError
 from inuqueue.ingest import AnswerMalformed, IngestedAnswer, ingest_answer
 from inuqueue.queue import TaskQueue
 from inuqueue.state import Task
-from inuqueue.store import ImageStore
+from inuqueue.store import ImageStore, decode_image_input, sniff_content_type
 from inuqueue.upstream import Upstream, describe_error
 
 log = structlog.get_logger("inuqueue.consumer")
 
 # Reads from the webui's answer; big enough to keep the thread hops per MB few.
 READ_CHUNK_BYTES = 256 * 1024
+# Progress and interrupt calls take no lock in the webui; they answer at once.
+_PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 # An error answer is kept on the task; a runaway one is cut to this.
 MAX_ERROR_BODY_BYTES = 64 * 1024
 
@@ -41,12 +43,15 @@ class Consumer:
         self.stopping = False
         self.idle = asyncio.Event()
         self.idle.set()
+        # The running task's latest progress and live preview (never journaled).
+        self.progress: dict[str, dict[str, Any]] = {}
+        self.previews: dict[str, tuple[bytes, str]] = {}
 
     async def run(self) -> None:
         """Run tasks until cancelled."""
         backoff_s = self.config.retry_initial_s
         while True:
-            task = await self.queue.wait_next()
+            await self.queue.wait_next()
             if self.stopping:
                 return
             if not await self._upstream_ready():
@@ -54,6 +59,11 @@ class Consumer:
                 backoff_s = min(backoff_s * 2, self.config.retry_max_s)
                 continue
             backoff_s = self.config.retry_initial_s
+            # Asked again after the await: the task may have been cancelled or
+            # moved, or the queue paused, while the webui was being probed.
+            task = None if self.queue.state.paused else self.queue.state.next_pending()
+            if task is None:
+                continue
 
             self.idle.clear()
             self.current = task
@@ -79,6 +89,17 @@ class Consumer:
             if task.status == "running":
                 self.queue.release(task, "the daemon stopped")
             raise
+        poller = asyncio.create_task(self._poll_progress(task), name="progress")
+        try:
+            await self._generate(task)
+        finally:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
+            self.progress.pop(task.task_id, None)
+            self.previews.pop(task.task_id, None)
+            self.queue.events.set_progress(task.task_id, None)
+
+    async def _generate(self, task: Task) -> None:
         try:
             body = await self._build_body(task)
         except ImageDecodeError as exc:
@@ -106,6 +127,9 @@ class Consumer:
             await self.queue.journal.wait_durable(record["seq"])
             return
         except (aiohttp.ClientError, TimeoutError) as exc:
+            if task.interrupt_requested:
+                await self.queue.mark_finished(task, "interrupted")
+                return
             # The webui took the request and broke off: a crash or a restart.
             await self.queue.mark_broken(task, describe_error(exc))
             return
@@ -123,10 +147,75 @@ class Consumer:
 
         await self._finish(task, answer)
 
+    async def interrupt(self, task: Task) -> None:
+        """Stop the running task at the webui, if it is the webui's current job."""
+        if self.current is not task or task.status != "running":
+            return
+        if not await self._is_current_job(task):
+            # The webui has not begun it (a UI job runs first): the next progress
+            # poll tries again, since an interrupt sent now would hit that job.
+            return
+        try:
+            async with self.upstream.proxy.post(
+                self.upstream.url + "/sdapi/v1/interrupt", timeout=_PROBE_TIMEOUT
+            ) as response:
+                await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("task.interrupt_failed", task_id=task.task_id, error=str(exc))
+
+    async def _is_current_job(self, task: Task) -> bool:
+        """Whether the webui is running this very task now."""
+        body = {"id_task": task.task_id, "id_live_preview": -1, "live_preview": False}
+        try:
+            async with self.upstream.proxy.post(
+                self.upstream.url + "/internal/progress",
+                json=body,
+                timeout=_PROBE_TIMEOUT,
+            ) as response:
+                if response.status == 200:
+                    answer = await response.json(content_type=None)
+                    return bool(answer.get("active"))
+            # No /internal routes (--nowebui, some forks): trust a running job.
+            progress = await self._webui_progress()
+            if progress is None:
+                return False
+            return bool(progress["state"].get("job_count", 0) != 0)
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+            return False
+
+    async def _webui_progress(self) -> dict[str, Any] | None:
+        url = self.upstream.url + "/sdapi/v1/progress"
+        async with self.upstream.proxy.get(url, timeout=_PROBE_TIMEOUT) as response:
+            if response.status != 200:
+                return None
+            answer = await response.json(content_type=None)
+        return answer if isinstance(answer, dict) else None
+
+    async def _poll_progress(self, task: Task) -> None:
+        """Follow the webui's progress while the task runs; stop it if asked."""
+        while True:
+            await asyncio.sleep(self.config.progress_interval_s)
+            if task.interrupt_requested:
+                await self.interrupt(task)
+            try:
+                answer = await self._webui_progress()
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                continue
+            if answer is None or task.status != "running":
+                continue
+            progress, preview = progress_from_webui(answer)
+            if preview is not None:
+                self.previews[task.task_id] = preview
+                progress["preview_url"] = f"/inuqueue/v1/task/{task.task_id}/preview"
+            self.progress[task.task_id] = progress
+            self.queue.events.set_progress(task.task_id, progress)
+
     async def _finish(self, task: Task, answer: IngestedAnswer) -> None:
         info = _parse_info(answer.members.get("info"))
         images = _describe_images(answer, info)
-        await self.queue.mark_finished(task, "done", images=images, info=info)
+        # The webui answers an interrupted job with 200 and the images made so far.
+        status = "interrupted" if task.interrupt_requested else "done"
+        await self.queue.mark_finished(task, status, images=images, info=info)
 
     async def _build_body(self, task: Task) -> bytes:
         """The webui body: the request as queued, its input images inlined."""
@@ -149,6 +238,32 @@ class Consumer:
         except (OSError, StoreError) as exc:
             raise ImageDecodeError(f"input image {item['digest']}: {exc}") from exc
         return base64.b64encode(data).decode("ascii")
+
+
+def progress_from_webui(
+    answer: dict[str, Any],
+) -> tuple[dict[str, Any], tuple[bytes, str] | None]:
+    """inuqueue's progress from the webui's /progress answer, and its preview."""
+    state = answer.get("state") or {}
+    progress = {
+        "fraction": min(max(float(answer.get("progress") or 0.0), 0.0), 1.0),
+        "eta_s": round(float(answer.get("eta_relative") or 0.0), 2),
+        "step": state.get("sampling_step"),
+        "steps": state.get("sampling_steps"),
+        "job_no": state.get("job_no"),
+        "job_count": state.get("job_count"),
+    }
+    preview = None
+    current = answer.get("current_image")
+    if isinstance(current, str) and current:
+        try:
+            data = decode_image_input(current)
+        except ImageDecodeError:
+            data = b""
+        content_type = sniff_content_type(data[:16])
+        if content_type is not None:
+            preview = (data, content_type)
+    return progress, preview
 
 
 def _parse_info(raw: Any) -> Any:

@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -100,8 +100,12 @@ class JournalReader:
         self.good_bytes = 0
         self.torn_bytes = 0
 
-    def records(self) -> Iterator[Record]:
-        """Every complete record in order; raises JournalCorrupt for a bad one."""
+    def records(self, *, cut_torn_tail: bool = True) -> Iterator[Record]:
+        """Every complete record in order; raises JournalCorrupt for a bad one.
+
+        `cut_torn_tail` is for start-up only: a reader beside a running writer
+        can meet a last line that is still being written.
+        """
         if not self.path.exists():
             return
 
@@ -126,7 +130,7 @@ class JournalReader:
                 self.good_bytes += len(line)
                 yield record
 
-        if self.torn_bytes:
+        if self.torn_bytes and cut_torn_tail:
             self._set_aside_torn_tail()
 
     def _set_aside_torn_tail(self) -> None:
@@ -168,6 +172,8 @@ class Journal:
         self.records = reader.count
         self.bytes = reader.good_bytes
         self.failure: JournalWriteFailed | None = None
+        # Told the newest durable seq after each fsync (the event hub listens).
+        self.on_durable: Callable[[int], None] | None = None
         self._pending: list[bytes] = []
         self._batch: asyncio.Future[None] | None = None
         # The batch being written: its last seq and the future it resolves.
@@ -241,6 +247,8 @@ class Journal:
             self.records += len(lines)
             self.bytes += len(data)
             batch.set_result(None)
+            if self.on_durable is not None:
+                self.on_durable(last_seq)
 
     def _fail_waiters(self, batch: asyncio.Future[None]) -> None:
         assert self.failure is not None

@@ -19,14 +19,19 @@ from typing import Any
 import structlog
 
 from inuqueue.errors import InuqueueError, JournalCorrupt, JournalError
+from inuqueue.events import EventHub
 from inuqueue.journal import JOURNAL_NAME, Journal, JournalReader, Record
-from inuqueue.state import QueueState, StateError, Task, TaskType
+from inuqueue.state import FINAL_STATUSES, QueueState, StateError, Task, TaskType
 
 log = structlog.get_logger("inuqueue.queue")
 
 
 class TaskConflict(InuqueueError):
     """The task is not in a status that allows the change."""
+
+    def __init__(self, message: str, *, task: Task) -> None:
+        super().__init__(message)
+        self.task = task
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +52,11 @@ class TaskQueue:
         self.max_attempts = max_attempts
         self.state = QueueState()
         reader = JournalReader(data_dir / JOURNAL_NAME)
+        self.events = EventHub(reader.path)
         self._replay(reader)
         self.journal = Journal(reader.path, reader, fsync=fsync)
+        self.events.durable_seq = self.journal.durable_seq
+        self.journal.on_durable = self.events.durable
         self._work = asyncio.Event()
         # Replaced by a fresh event after each change; waiters hold the old one.
         self._changed = asyncio.Event()
@@ -60,6 +68,7 @@ class TaskQueue:
         try:
             for lineno, record in enumerate(reader.records(), start=1):  # noqa: B007
                 self.state.apply(record)
+                self.events.add(record)
         except StateError as exc:
             raise JournalCorrupt(reader.path, lineno, str(exc)) from exc
         log.info(
@@ -75,19 +84,30 @@ class TaskQueue:
         """Start the journal and settle the tasks a stop left running."""
         await self.journal.start()
         for task in list(self.state.running.values()):
-            await self._settle_broken_attempt(task, "the daemon stopped during it")
+            if task.interrupt_requested:
+                await self.mark_finished(task, "interrupted")
+            else:
+                await self._settle_broken_attempt(task, "the daemon stopped during it")
         self._work.set()
 
     async def close(self) -> None:
         """Flush and close the journal."""
+        self.events.close()
         await self.journal.close()
 
     def _commit(self, op: str, fields: Record) -> tuple[Record, Task]:
         record = self.journal.append(op, fields)
         task = self.state.apply(record)
+        self.events.add(record)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        return record, task
+        # Only queue-wide operations (pause, resume) change no task.
+        return record, task  # type: ignore[return-value]
+
+    async def _commit_durable(self, op: str, fields: Record) -> Task | None:
+        record, task = self._commit(op, fields)
+        await self.journal.wait_durable(record["seq"])
+        return task
 
     async def settled(self) -> QueueState:
         """The state once every change made so far is durable, for readers.
@@ -111,6 +131,7 @@ class TaskQueue:
         name: str | None = None,
         priority: int = 0,
         idempotency_key: str | None = None,
+        requeued_from: str | None = None,
     ) -> Enqueued:
         """Add a task; with a known idempotency key, return the original instead."""
         if idempotency_key is not None:
@@ -121,7 +142,7 @@ class TaskQueue:
                 await self.journal.wait_durable(self.journal.last_seq)
                 return Enqueued(task, task.status, self.state.position(task), False)
 
-        spec = {
+        spec: Record = {
             "task_id": str(uuid.uuid4()),
             "type": task_type,
             "name": name,
@@ -129,6 +150,8 @@ class TaskQueue:
             "request": request,
             "idempotency_key": idempotency_key,
         }
+        if requeued_from is not None:
+            spec["requeued_from"] = requeued_from
         record, task = self._commit("enqueue", {"task": spec})
         # What the acknowledged record made of the task; the consumer may start it
         # before the fsync returns.
@@ -145,9 +168,9 @@ class TaskQueue:
         return enqueued
 
     async def wait_next(self) -> Task:
-        """Wait until a task is ready to run and return it (it stays pending)."""
+        """Wait until a task may run and return it (it stays pending)."""
         while True:
-            task = self.state.next_pending()
+            task = None if self.state.paused else self.state.next_pending()
             if task is not None:
                 return task
             self._work.clear()
@@ -235,3 +258,146 @@ class TaskQueue:
         if started is None:
             return None
         return round((time.monotonic() - started) * 1000)
+
+    def _conflict(self, task: Task, change: str) -> TaskConflict:
+        return TaskConflict(
+            f"Task {task.task_id} is {task.status}, so it cannot {change}.",
+            task=task,
+        )
+
+    async def cancel_pending(self, task: Task) -> None:
+        """A pending task becomes cancelled and never runs."""
+        if task.status != "pending":
+            raise self._conflict(task, "be cancelled as a pending task")
+        await self._commit_durable("cancel", {"task_id": task.task_id})
+        log.info("task.cancelled", task_id=task.task_id)
+
+    async def request_interrupt(self, task: Task) -> None:
+        """Record that a running task is to stop; the consumer stops it."""
+        if task.status != "running":
+            raise self._conflict(task, "be interrupted")
+        if not task.interrupt_requested:
+            await self._commit_durable("interrupt", {"task_id": task.task_id})
+            log.info("task.interrupting", task_id=task.task_id)
+
+    async def set_paused(self, paused: bool) -> bool:
+        """Pause or resume; returns whether anything changed."""
+        if self.state.paused == paused:
+            return False
+        await self._commit_durable("pause" if paused else "resume", {})
+        if not paused:
+            self._work.set()
+        log.info("queue.paused" if paused else "queue.resumed")
+        return True
+
+    async def move(
+        self,
+        task: Task,
+        *,
+        to: str | None = None,
+        other: Task | None = None,
+        after: bool = False,
+    ) -> None:
+        """Move a pending task to the top, the bottom, or next to another one."""
+        if task.status != "pending":
+            raise self._conflict(task, "move")
+        if other is not None and other.status != "pending":
+            raise self._conflict(other, "be a place to move to")
+        fields = plan_move(self.state, task, to=to, other=other, after=after)
+        if fields is None:
+            return
+        await self._commit_durable("move", {"task_id": task.task_id, **fields})
+        log.info("task.moved", task_id=task.task_id, position=self.state.position(task))
+
+    async def update(self, task: Task, changes: dict[str, Any]) -> None:
+        """Change a task's name (any task) or priority (a pending one)."""
+        if "priority" in changes and task.status != "pending":
+            raise self._conflict(task, "change priority")
+        if changes:
+            await self._commit_durable("update", {"task_id": task.task_id, **changes})
+            log.info("task.updated", task_id=task.task_id, **changes)
+
+    async def requeue(self, task: Task) -> Enqueued:
+        """A new pending task with the same request as a finished one."""
+        if task.status not in FINAL_STATUSES:
+            raise self._conflict(task, "be queued again before it finished")
+        return await self.enqueue(
+            task.type,
+            task.request,
+            name=task.name,
+            priority=task.priority,
+            requeued_from=task.task_id,
+        )
+
+    async def requeue_failed(self) -> list[str]:
+        """Queue again every failed task not queued again yet; the new ids."""
+        failed = [
+            task
+            for task in self.state.tasks.values()
+            if task.status == "failed" and task.requeued_as is None
+        ]
+        return [(await self.requeue(task)).task.task_id for task in failed]
+
+    async def clear(self) -> list[str]:
+        """Cancel every pending task; the ids, in the order they would have run."""
+        tasks = self.state.pending_page(0, len(self.state.pending))
+        records = [self._commit("cancel", {"task_id": t.task_id})[0] for t in tasks]
+        if records:
+            await self.journal.wait_durable(records[-1]["seq"])
+        log.info("queue.cleared", cancelled=len(tasks))
+        return [task.task_id for task in tasks]
+
+    async def forget(self, statuses: frozenset[str]) -> tuple[list[str], set[str]]:
+        """Forget finished tasks; the ids, and the digests nothing points at now."""
+        keys = list(self.state.history)
+        tasks = [self.state.tasks[key[1]] for key in keys]
+        tasks = [task for task in tasks if task.status in statuses]
+        digests = {digest for task in tasks for digest in task.digests()}
+        records = [self._commit("forget", {"task_id": t.task_id})[0] for t in tasks]
+        if records:
+            await self.journal.wait_durable(records[-1]["seq"])
+        log.info("history.forgotten", tasks=len(tasks))
+        orphans = {d for d in digests if self.state.image_refs.get(d, 0) <= 0}
+        return [task.task_id for task in tasks], orphans
+
+
+def plan_move(
+    state: QueueState, task: Task, *, to: str | None, other: Task | None, after: bool
+) -> dict[str, Any] | None:
+    """The priority and rank that put `task` where it is asked to go.
+
+    A task that moves takes the priority of its new neighbours, so that it stays
+    where it was put. None when there is nowhere else to go.
+    """
+    keys = [key for key in state.pending if key[2] != task.task_id]
+    if not keys or (other is not None and other.task_id == task.task_id):
+        return None
+
+    if to == "top":
+        index = 0
+    elif to == "bottom":
+        index = len(keys)
+    else:
+        assert other is not None
+        index = keys.index(other.pending_key) + (1 if after else 0)
+
+    anchor = keys[min(index, len(keys) - 1)]
+    priority = -anchor[0]
+    before = keys[index - 1] if index > 0 and -keys[index - 1][0] == priority else None
+    behind = keys[index] if index < len(keys) and -keys[index][0] == priority else None
+    if before is None and behind is None:
+        return {"priority": priority, "rank": anchor[1]}
+    if before is None:
+        assert behind is not None
+        return {"priority": priority, "rank": behind[1] - 1}
+    if behind is None:
+        return {"priority": priority, "rank": before[1] + 1}
+
+    rank = (before[1] + behind[1]) / 2
+    if before[1] < rank < behind[1]:
+        return {"priority": priority, "rank": rank}
+    # Halving ran out of float precision here: number the whole priority anew.
+    same = [key for key in keys if -key[0] == priority]
+    place = same.index(behind)
+    ranks = {key[2]: float(n + (1 if n >= place else 0)) for n, key in enumerate(same)}
+    return {"priority": priority, "rank": float(place), "ranks": ranks}

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from inuqueue.collector import ImageCollector
 from inuqueue.config import Config
 from inuqueue.consumer import Consumer
 from inuqueue.queue import TaskQueue
@@ -22,12 +23,19 @@ class Runtime:
     _queue: TaskQueue | None = None
     _store: ImageStore | None = None
     consumer: Consumer | None = None
+    _collector: ImageCollector | None = None
 
     @property
     def queue(self) -> TaskQueue:
         """The task queue (present once the daemon started)."""
         assert self._queue is not None, "the daemon has not started"
         return self._queue
+
+    @property
+    def collector(self) -> ImageCollector:
+        """The image collector (present once the daemon started)."""
+        assert self._collector is not None, "the daemon has not started"
+        return self._collector
 
     @property
     def store(self) -> ImageStore:

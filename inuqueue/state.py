@@ -2,16 +2,28 @@
 
 Operations and their keys (besides seq, ts and op):
 
-``enqueue``  ``task``: task_id, type, name, priority, request, idempotency_key
-``start``    ``task_id``: the consumer sent it to the webui; attempts + 1
-``release``  ``task_id``, ``reason``: it never reached the webui; attempts - 1
-``retry``    ``task_id``, ``reason``: the attempt broke off; pending again
-``finish``   ``task_id``, ``status`` (done, failed, interrupted), ``images``,
-             ``info``, ``error``
+``enqueue``    ``task``: task_id, type, name, priority, request, idempotency_key,
+               requeued_from (the task it repeats, if any)
+``start``      ``task_id``: the consumer sent it to the webui; attempts + 1
+``release``    ``task_id``, ``reason``: it never reached the webui; attempts - 1
+``retry``      ``task_id``, ``reason``: the attempt broke off; pending again
+``finish``     ``task_id``, ``status`` (done, failed, interrupted), ``images``,
+               ``info``, ``error``
+``cancel``     ``task_id``: a pending task will never run
+``interrupt``  ``task_id``: a running task is to be stopped; it ends interrupted
+``pause``, ``resume``: no new task starts while paused
+``move``       ``task_id``, ``priority``, ``rank``, and ``ranks`` ({task_id: rank})
+               when the others of that priority had to be renumbered
+``update``     ``task_id``, and ``name`` and/or ``priority``
+``forget``     ``task_id``: a finished task leaves the history
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,7 +37,8 @@ STATUSES = ("pending", "running", "done", "failed", "interrupted", "cancelled")
 FINAL_STATUSES = frozenset({"done", "failed", "interrupted", "cancelled"})
 
 Record = dict[str, Any]
-PendingKey = tuple[int, int, str]
+PendingKey = tuple[int, float, str]
+HistoryKey = tuple[int, str]
 
 
 class StateError(InuqueueError, ValueError):
@@ -41,8 +54,8 @@ class Task:
     request: dict[str, Any]
     name: str | None
     priority: int
-    # Arrival order within a priority; lower runs first.
-    rank: int
+    # Arrival order within a priority; lower runs first. Moves make it fractional.
+    rank: float
     created_at: str
     idempotency_key: str | None = None
     status: str = "pending"
@@ -52,11 +65,26 @@ class Task:
     images: list[dict[str, Any]] = field(default_factory=list)
     info: Any = None
     error: dict[str, Any] | None = None
+    interrupt_requested: bool = False
+    requeued_from: str | None = None
+    requeued_as: str | None = None
+    finish_seq: int | None = None
 
     @property
     def pending_key(self) -> PendingKey:
         """Sort key of the pending queue: higher priority first, then arrival."""
         return (-self.priority, self.rank, self.task_id)
+
+    def digests(self) -> Iterator[str]:
+        """Every stored image the task points at: its inputs and its results."""
+        for image in self.images:
+            yield image["digest"]
+        for value in [
+            *(self.request.get("init_images") or []),
+            self.request.get("mask"),
+        ]:
+            if isinstance(value, dict) and isinstance(value.get("digest"), str):
+                yield value["digest"]
 
 
 class QueueState:
@@ -67,10 +95,18 @@ class QueueState:
         self.pending: SortedList[PendingKey] = SortedList()
         self.running: dict[str, Task] = {}
         self.idempotency: dict[str, str] = {}
+        self.paused = False
+        # Finished tasks, newest first: all of them and by status.
+        self.history: SortedList[HistoryKey] = SortedList()
+        self.history_by_status: dict[str, SortedList[HistoryKey]] = {
+            status: SortedList() for status in FINAL_STATUSES
+        }
+        # How many tasks point at each stored image; 0 means it may be collected.
+        self.image_refs: Counter[str] = Counter()
         self.last_seq = 0
 
-    def apply(self, record: Record) -> Task:
-        """Fold one record into the state and return the task it changed."""
+    def apply(self, record: Record) -> Task | None:
+        """Fold one record into the state; return the task it changed, if any."""
         op = record["op"]
         handler = _HANDLERS.get(op)
         if handler is None:
@@ -97,6 +133,21 @@ class QueueState:
         keys = self.pending[offset : offset + limit]
         return [self.tasks[key[2]] for key in keys]
 
+    def history_page(
+        self, statuses: Iterable[str] | None, offset: int, limit: int
+    ) -> tuple[list[Task], int]:
+        """Finished tasks newest first, filtered by status, and how many match."""
+        wanted = FINAL_STATUSES if statuses is None else frozenset(statuses)
+        if wanted >= FINAL_STATUSES:
+            keys = list(self.history.islice(offset, offset + limit))
+            total = len(self.history)
+        else:
+            lists = [self.history_by_status[status] for status in wanted]
+            total = sum(len(keys) for keys in lists)
+            merged = heapq.merge(*(keys.islice(0, offset + limit) for keys in lists))
+            keys = list(itertools.islice(merged, offset, offset + limit))
+        return [self.tasks[key[1]] for key in keys], total
+
     def get(self, task_id: str) -> Task:
         """The task with this id; StateError if there is none."""
         task = self.tasks.get(task_id)
@@ -118,11 +169,16 @@ class QueueState:
             rank=record["seq"],
             created_at=record["ts"],
             idempotency_key=spec.get("idempotency_key"),
+            requeued_from=spec.get("requeued_from"),
         )
         self.tasks[task.task_id] = task
         self.pending.add(task.pending_key)
         if task.idempotency_key is not None:
             self.idempotency[task.idempotency_key] = task.task_id
+        original = self.tasks.get(task.requeued_from or "")
+        if original is not None:
+            original.requeued_as = task.task_id
+        self.image_refs.update(task.digests())
         return task
 
     def _start(self, record: Record) -> Task:
@@ -150,11 +206,85 @@ class QueueState:
             raise StateError(f"{status!r} is not a final status")
 
         del self.running[task.task_id]
-        task.status = status
-        task.finished_at = record["ts"]
         task.images = record.get("images") or []
         task.info = record.get("info")
         task.error = record.get("error")
+        self.image_refs.update(image["digest"] for image in task.images)
+        self._to_history(task, status, record)
+        return task
+
+    def _to_history(self, task: Task, status: str, record: Record) -> None:
+        task.status = status
+        task.finished_at = record["ts"]
+        task.finish_seq = record["seq"]
+        key = (-record["seq"], task.task_id)
+        self.history.add(key)
+        self.history_by_status[status].add(key)
+
+    def _cancel(self, record: Record) -> Task:
+        task = self._expect(record, "pending")
+        self.pending.remove(task.pending_key)
+        self._to_history(task, "cancelled", record)
+        return task
+
+    def _interrupt(self, record: Record) -> Task:
+        task = self._expect(record, "running")
+        task.interrupt_requested = True
+        return task
+
+    def _pause(self, record: Record) -> None:
+        self.paused = record["op"] == "pause"
+
+    def _move(self, record: Record) -> Task:
+        task = self._expect(record, "pending")
+        for task_id, rank in (record.get("ranks") or {}).items():
+            self._rekey(self._expect_pending(task_id), rank=rank)
+        self._rekey(task, priority=record["priority"], rank=record["rank"])
+        return task
+
+    def _update(self, record: Record) -> Task:
+        task = self.get(record["task_id"])
+        if "name" in record:
+            task.name = record["name"]
+        if "priority" in record:
+            if task.status != "pending":
+                raise StateError(
+                    f"only a pending task changes priority: {task.task_id}"
+                )
+            self._rekey(task, priority=record["priority"])
+        return task
+
+    def _forget(self, record: Record) -> Task:
+        task = self.get(record["task_id"])
+        if task.status not in FINAL_STATUSES or task.finish_seq is None:
+            raise StateError(f"only a finished task is forgotten: {task.task_id}")
+
+        key = (-task.finish_seq, task.task_id)
+        self.history.remove(key)
+        self.history_by_status[task.status].remove(key)
+        for digest in task.digests():
+            self.image_refs[digest] -= 1
+            if self.image_refs[digest] <= 0:
+                del self.image_refs[digest]
+        if task.idempotency_key is not None:
+            self.idempotency.pop(task.idempotency_key, None)
+        del self.tasks[task.task_id]
+        return task
+
+    def _rekey(
+        self, task: Task, *, priority: int | None = None, rank: float | None = None
+    ) -> None:
+        self.pending.remove(task.pending_key)
+        if priority is not None:
+            task.priority = priority
+        if rank is not None:
+            task.rank = rank
+        self.pending.add(task.pending_key)
+
+    def _expect_pending(self, task_id: str) -> Task:
+        task = self.get(task_id)
+        if task.status != "pending":
+            raise StateError(f"task {task_id} is {task.status}, not pending")
         return task
 
     def _expect(self, record: Record, status: str) -> Task:
@@ -173,4 +303,11 @@ _HANDLERS = {
     "release": QueueState._back_to_pending,
     "retry": QueueState._back_to_pending,
     "finish": QueueState._finish,
+    "cancel": QueueState._cancel,
+    "interrupt": QueueState._interrupt,
+    "pause": QueueState._pause,
+    "resume": QueueState._pause,
+    "move": QueueState._move,
+    "update": QueueState._update,
+    "forget": QueueState._forget,
 }

@@ -14,7 +14,10 @@ import contextlib
 import hashlib
 import os
 import re
+import threading
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -82,6 +85,9 @@ class ImageStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.tmp_dir = root / "tmp"
+        # A commit that finds its name taken and a removal of that name must not
+        # interleave, or a new reference could point at a file just deleted.
+        self._names_lock = threading.Lock()
 
     def open(self) -> None:
         """Create the directories and drop temp files a crash left behind."""
@@ -136,13 +142,38 @@ class ImageStore:
     def _commit(self, tmp: Path, digest: str, size: int, ctype: str) -> StoredImage:
         """Move a fsynced temp file to its name, or drop it if the name exists."""
         final = self.path_for(digest)
-        if final.is_file():
-            tmp.unlink()
-        else:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
-            fsync_dir(final.parent)
+        with self._names_lock:
+            if final.is_file():
+                tmp.unlink()
+                # A fresh time keeps a reused image out of reach of collection.
+                os.utime(final)
+            else:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, final)
+                fsync_dir(final.parent)
         return StoredImage(digest=digest, bytes=size, content_type=ctype)
+
+    def remove_if_idle(self, digest: str, idle_s: float) -> bool:
+        """Delete an image not written or reused for `idle_s`; whether it went."""
+        path = self.path_for(digest)
+        with self._names_lock:
+            try:
+                if time.time() - path.stat().st_mtime < idle_s:
+                    return False
+                path.unlink()
+            except FileNotFoundError:
+                return True
+        return True
+
+    def digests(self) -> Iterator[str]:
+        """Every digest in the store (a walk of the fan-out directories)."""
+        for first in self.root.iterdir():
+            if len(first.name) != 2 or not first.is_dir():
+                continue
+            for second in first.iterdir():
+                for path in second.iterdir():
+                    if DIGEST_RE.fullmatch(path.name):
+                        yield path.name
 
 
 class ImageWriter:

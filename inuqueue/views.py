@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from inuqueue.http import API_PREFIX
@@ -33,7 +34,11 @@ def image_view(image: dict[str, Any], *, detailed: bool = False) -> dict[str, An
 
 
 def task_view(
-    task: Task, state: QueueState, *, with_request: bool = False
+    task: Task,
+    state: QueueState,
+    progress: Mapping[str, dict[str, Any]],
+    *,
+    with_request: bool = False,
 ) -> dict[str, Any]:
     """A task as GET /task/{task_id} and the queue listings show it."""
     view: dict[str, Any] = {
@@ -50,7 +55,12 @@ def task_view(
         "images": [image_view(image) for image in task.images],
         "info": task.info,
         "error": task.error,
+        "requeued_from": task.requeued_from,
+        "requeued_as": task.requeued_as,
     }
+    if task.status == "running":
+        view["progress"] = progress.get(task.task_id)
+        view["interrupt_requested"] = task.interrupt_requested
     if with_request:
         view["request"] = task.request
     return view

@@ -244,3 +244,16 @@ def tiny_png(width: int = 8, height: int = 8, shade: int = 0) -> bytes:
         + chunk(b"IDAT", zlib.compress(row * height))
         + chunk(b"IEND", b"")
     )
+
+
+async def wait_progress(
+    daemon: Daemon, task_id: str, check: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """Wait until the task's live progress passes `check`; return it."""
+    hub = daemon.runtime.queue.events
+    while True:
+        changed = hub.changed()
+        progress = hub.progress.get(task_id)
+        if progress is not None and check(progress):
+            return progress
+        await changed.wait()

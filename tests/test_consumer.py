@@ -123,3 +123,31 @@ async def test_a_webui_started_without_api_fails_tasks_with_a_hint(
     assert task["error"]["status"] == 404
     assert "--api" in task["error"]["message"]
     await daemon.stop()
+
+
+async def test_a_task_cancelled_while_the_webui_is_down_is_never_sent(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = Config(
+        upstream=f"http://127.0.0.1:{port}",
+        data_dir=tmp_path / "data",
+        retry_initial_s=0.01,
+        retry_max_s=0.02,
+        shutdown_grace_s=0.0,
+    )
+    daemon = Daemon(aiohttp_client, config)
+    await daemon.start()
+    cancelled = await daemon.enqueue({"prompt": "cancelled"})
+    queue = daemon.runtime.queue
+    await queue.wait_until(lambda: daemon.runtime.upstream.reachable is False)
+    response = await daemon.client.delete(f"{API}/task/{cancelled}")
+    assert response.status == 200
+
+    app = create_standin_app(StandinConfig(step_ms=0))
+    await aiohttp_server(app, port=port)
+    kept = await daemon.wait_status(await daemon.enqueue({"prompt": "kept"}), "done")
+
+    assert kept["attempts"] == 1
+    assert [body["prompt"] for _, body in app[STANDIN].requests] == ["kept"]
+    await daemon.stop()
