@@ -17,6 +17,7 @@ from inuqueue.config import Config
 from inuqueue.consumer import Consumer
 from inuqueue.errors import ConfigError
 from inuqueue.http import error_middleware
+from inuqueue.lock import DataDirLock
 from inuqueue.proxy import make_proxy_middleware
 from inuqueue.queue import TaskQueue
 from inuqueue.runtime import RUNTIME, Runtime
@@ -66,18 +67,55 @@ async def _end_streams(app: web.Application) -> None:
         queue.events.close()
 
 
+async def _heal_storage(queue: TaskQueue, consumer: Consumer, retry_s: float) -> None:
+    """While the journal refuses writes, try every `retry_s` to make it work."""
+    while True:
+        await queue.journal.failed.wait()
+        await asyncio.sleep(retry_s)
+        # The consumer holds a task of the old state while it works on one.
+        await consumer.idle.wait()
+        try:
+            await queue.heal()
+        except OSError as exc:
+            log.warning("journal.still_failing", error=str(exc), retry_s=retry_s)
+
+
+async def _compact_when_due(queue: TaskQueue, collector: ImageCollector) -> None:
+    """Compact the journal whenever it has grown past its threshold."""
+    while True:
+        await queue.journal.compact_due.wait()
+        try:
+            orphans = await queue.compact()
+        except OSError as exc:
+            # A failed write is the healer's; the next growth tries again.
+            queue.journal.compact_due.clear()
+            log.warning("journal.compaction_failed", error=str(exc))
+            continue
+        collector.collect_later(orphans)
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     config = runtime.config
     started_mono = time.monotonic()
     prepare_data_dir(config.data_dir)
-
-    store = ImageStore(config.data_dir / "images")
-    await asyncio.to_thread(store.open)
-    queue = TaskQueue(
-        config.data_dir, max_attempts=config.max_attempts, fsync=config.fsync
-    )
-    await queue.open()
+    lock = DataDirLock(config.data_dir)
+    lock.acquire()
+    try:
+        store = ImageStore(config.data_dir / "images")
+        await asyncio.to_thread(store.open)
+        queue = TaskQueue(
+            config.data_dir,
+            max_attempts=config.max_attempts,
+            fsync=config.fsync,
+            compact_bytes=config.compact_bytes,
+            history_keep=config.history_keep,
+            history_max_age_s=config.history_max_age_s,
+        )
+        await queue.open()
+    except BaseException:
+        lock.release()
+        raise
     await runtime.upstream.open()
     consumer = Consumer(queue, store, runtime.upstream, config)
     collector = ImageCollector(store, queue.state, config.image_grace_s)
@@ -85,6 +123,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     runtime._collector = collector
     consumer_task = asyncio.create_task(consumer.run(), name="consumer")
     collector_task = asyncio.create_task(collector.run(), name="collector")
+    healer_task = asyncio.create_task(
+        _heal_storage(queue, consumer, config.storage_retry_s), name="healer"
+    )
+    compactor_task = asyncio.create_task(
+        _compact_when_due(queue, collector), name="compactor"
+    )
     log.info("daemon.started", data=str(config.data_dir), upstream=config.upstream)
 
     yield
@@ -94,11 +138,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         # Let a generation that is almost done finish rather than run it again.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(consumer.idle.wait(), config.shutdown_grace_s)
-    for task in (consumer_task, collector_task):
+    background = (consumer_task, collector_task, healer_task, compactor_task)
+    for task in background:
         task.cancel()
-    await asyncio.gather(consumer_task, collector_task, return_exceptions=True)
+    await asyncio.gather(*background, return_exceptions=True)
     await runtime.upstream.close()
     await queue.close()
+    lock.release()
     log.info(
         "daemon.stopped",
         uptime_s=round(time.monotonic() - started_mono, 1),

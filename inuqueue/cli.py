@@ -112,6 +112,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a stop waits for the running generation "
         "[INUQUEUE_SHUTDOWN_GRACE_S]",
     )
+    serve.add_argument(
+        "--compact-bytes",
+        type=int,
+        default=_env("COMPACT_BYTES", defaults.compact_bytes, int),
+        help="compact the journal into a snapshot past this size; 0 never "
+        "[INUQUEUE_COMPACT_BYTES]",
+    )
+    serve.add_argument(
+        "--history-keep",
+        type=int,
+        default=_env("HISTORY_KEEP", None, int),
+        help="finished tasks kept at a compaction (default: all) "
+        "[INUQUEUE_HISTORY_KEEP]",
+    )
+    serve.add_argument(
+        "--history-max-age-days",
+        type=float,
+        default=_env("HISTORY_MAX_AGE_DAYS", None, float),
+        help="finished tasks older than this are dropped at a compaction "
+        "(default: none) [INUQUEUE_HISTORY_MAX_AGE_DAYS]",
+    )
+    serve.add_argument(
+        "--progress-interval-s",
+        type=float,
+        default=_env("PROGRESS_INTERVAL_S", defaults.progress_interval_s, float),
+        help="how often the webui's progress is asked while a task runs "
+        "[INUQUEUE_PROGRESS_INTERVAL_S]",
+    )
     _add_log_flag(serve)
 
     standin = commands.add_parser(
@@ -150,7 +178,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=40.0,
         help="the stand-in's simulated work per sampling step",
     )
+    journal = commands.add_parser("journal", help="check or repair the journal")
+    journal_actions = journal.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("check", "report the journal and the store, changing nothing"),
+        ("repair", "cut a damaged journal back to its last good record"),
+    ):
+        _add_data_flag(journal_actions.add_parser(action, help=text))
+    store = commands.add_parser("store", help="verify the image store")
+    store_actions = store.add_subparsers(dest="action", required=True)
+    _add_data_flag(
+        store_actions.add_parser(
+            "verify", help="re-hash every image and set aside damaged ones"
+        )
+    )
     return parser
+
+
+def _add_data_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=_env("DATA", Path("data"), Path),
+        help="the data directory [INUQUEUE_DATA]",
+    )
 
 
 def _add_bind_flags(
@@ -197,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"inuqueue: {problem}", file=sys.stderr)
             return EXIT_USAGE
 
+    if args.command in ("journal", "store"):
+        return _maintain(args)
+
     configure_logging(json=_log_json(getattr(args, "log_format", "auto")))
     try:
         return asyncio.run(_run(args))
@@ -226,6 +280,14 @@ async def _run(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts,
             max_body_bytes=args.max_body_bytes,
             shutdown_grace_s=args.shutdown_grace_s,
+            compact_bytes=args.compact_bytes,
+            history_keep=args.history_keep,
+            history_max_age_s=(
+                None
+                if args.history_max_age_days is None
+                else args.history_max_age_days * 86_400
+            ),
+            progress_interval_s=args.progress_interval_s,
         )
         await serve_until_stopped(create_app(config), args.host, args.port, "inuqueue")
         return EXIT_OK
@@ -242,6 +304,35 @@ async def _run(args: argparse.Namespace) -> int:
     from inuqueue.demo import run_demo
 
     return await run_demo(args.data_root, args.step_ms)
+
+
+def _maintain(args: argparse.Namespace) -> int:
+    """`inuqueue journal check|repair` and `inuqueue store verify`."""
+    from inuqueue.maintenance import (
+        describe_scan,
+        repair_journal,
+        scan_journal,
+        verify_store,
+    )
+    from inuqueue.store import ImageStore
+
+    if not args.data.is_dir():
+        print(f"inuqueue: {args.data} is not a data directory", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    try:
+        if args.command == "store":
+            lines, healthy = verify_store(args.data)
+        elif args.action == "check":
+            scan = scan_journal(args.data)
+            lines = describe_scan(scan, ImageStore(args.data / "images"))
+            healthy = scan.healthy and not any("MISSING" in ln for ln in lines)
+        else:
+            lines, healthy = repair_journal(args.data), True
+    except ConfigError as exc:
+        print(f"inuqueue: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    print("\n".join(lines))
+    return EXIT_OK if healthy else EXIT_DATA
 
 
 def _upstream_problem(url: str) -> str | None:

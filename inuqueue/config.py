@@ -43,6 +43,14 @@ class Config:
     # An image nobody points at is removed once it was idle this long, so that an
     # input stored just before its task is queued is never taken away.
     image_grace_s: float = 600.0
+    # The journal is compacted into a snapshot once it is this large (and twice
+    # the last snapshot), so that its size follows the tasks kept, not every change.
+    compact_bytes: int = 64 * 1024 * 1024
+    # Finished tasks kept in the history (None: all) and for how long (None: ever).
+    history_keep: int | None = None
+    history_max_age_s: float | None = None
+    # After a failed journal write, how often to try whether the disk works again.
+    storage_retry_s: float = 2.0
     # How long a graceful stop waits for the running generation before leaving it.
     shutdown_grace_s: float = 10.0
     # False only in tests and benchmarks that measure what fsync costs.

@@ -67,15 +67,18 @@ class Consumer:
 
             self.idle.clear()
             self.current = task
+            refused = False
             try:
                 await self._run_task(task)
             except JournalError:
-                # The journal refuses writes; the state of the task is what the
-                # journal last said, and nothing new starts until it works again.
-                await asyncio.sleep(self.config.retry_max_s)
+                # The journal refuses writes: the task is what the journal last
+                # said, and nothing new starts until the disk works again.
+                refused = True
             finally:
                 self.current = None
                 self.idle.set()
+            if refused:
+                await asyncio.sleep(self.config.storage_retry_s)
 
     async def _upstream_ready(self) -> bool:
         if self.upstream.reachable is not False:

@@ -22,6 +22,7 @@ RING_EVENTS = 10_000
 REPLAY_BATCH_EVENTS = 1_000
 
 Event = dict[str, Any]
+SNAPSHOT_OPS = frozenset({"snapshot", "snapshot_task"})
 
 _TYPES = {
     "enqueue": "enqueued",
@@ -76,13 +77,24 @@ class EventHub:
         self.journal_path = journal_path
         self._ring: deque[Event] = deque(maxlen=ring_events)
         self.durable_seq = 0
+        # Events up to this seq were compacted away (0: the journal has them all).
+        self.floor_seq = 0
         self.progress: dict[str, Event] = {}
         self._wake = asyncio.Event()
         self.closed = False
 
     def add(self, record: Record) -> None:
         """Keep the event of a record just appended (not yet durable)."""
+        if record["op"] in SNAPSHOT_OPS:
+            # What came before a snapshot is gone from the journal file.
+            self.floor_seq = record["seq"]
+            return
         self._ring.append(event_from_record(record))
+
+    def drop_after(self, seq: int) -> None:
+        """Forget the events of records that were never made durable."""
+        while self._ring and self._ring[-1]["id"] > seq:
+            self._ring.pop()
 
     def durable(self, seq: int) -> None:
         """Records up to `seq` are durable: their events may go out."""
@@ -118,11 +130,25 @@ class EventHub:
         """Durable events with an id above `last_id`, oldest first."""
         if last_id >= self.durable_seq:
             return []
+        if last_id < self.floor_seq and not (
+            self._ring and self._ring[0]["id"] <= last_id + 1
+        ):
+            return [self._reset_event()]
         if self._ring and self._ring[0]["id"] <= last_id + 1:
             start = last_id + 1 - self._ring[0]["id"]
             end = self.durable_seq - self._ring[0]["id"] + 1
             return [self._ring[i] for i in range(start, min(end, len(self._ring)))]
         return await asyncio.to_thread(self._from_journal, last_id)
+
+    def _reset_event(self) -> Event:
+        return {
+            "id": self.floor_seq,
+            "type": "reset",
+            "message": (
+                f"Events up to {self.floor_seq} were compacted out of the journal; "
+                "read the queue and the history again, then follow from here."
+            ),
+        }
 
     def _from_journal(self, last_id: int) -> list[Event]:
         events = []
@@ -130,7 +156,7 @@ class EventHub:
         for record in reader.records(cut_torn_tail=False):
             if record["seq"] > self.durable_seq:
                 break
-            if record["seq"] > last_id:
+            if record["op"] not in SNAPSHOT_OPS and record["seq"] > last_id:
                 events.append(event_from_record(record))
                 if len(events) >= REPLAY_BATCH_EVENTS:
                     break

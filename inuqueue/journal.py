@@ -45,6 +45,8 @@ from inuqueue.errors import JournalCorrupt, JournalError
 from inuqueue.fsutil import fsync_dir
 
 JOURNAL_NAME = "journal.jsonl"
+# A snapshot is written under the journal's name plus this, then renamed over it.
+COMPACT_SUFFIX = ".compact"
 
 # `,"crc":"` + 8 hex digits + `"}`
 _CRC_SUFFIX_LEN = 18
@@ -99,6 +101,8 @@ class JournalReader:
         self.count = 0
         self.good_bytes = 0
         self.torn_bytes = 0
+        self.snapshot_seq = 0
+        self.snapshot_bytes = 0
 
     def records(self, *, cut_torn_tail: bool = True) -> Iterator[Record]:
         """Every complete record in order; raises JournalCorrupt for a bad one.
@@ -109,6 +113,10 @@ class JournalReader:
         if not self.path.exists():
             return
 
+        leftover = self.path.with_name(self.path.name + COMPACT_SUFFIX)
+        if cut_torn_tail and leftover.exists():
+            # A compaction that crashed before its rename: the journal is whole.
+            leftover.unlink()
         with self.path.open("rb") as f:
             for lineno, line in enumerate(f, start=1):
                 if not line.endswith(b"\n"):
@@ -119,7 +127,7 @@ class JournalReader:
                     record = decode_line(line[:-1])
                 except ValueError as exc:
                     raise JournalCorrupt(self.path, lineno, str(exc)) from exc
-                if record["seq"] != self.last_seq + 1:
+                if not self._in_sequence(record, lineno):
                     raise JournalCorrupt(
                         self.path,
                         lineno,
@@ -128,10 +136,24 @@ class JournalReader:
                 self.last_seq = record["seq"]
                 self.count += 1
                 self.good_bytes += len(line)
+                if self.snapshot_seq == self.last_seq:
+                    self.snapshot_bytes = self.good_bytes
                 yield record
 
         if self.torn_bytes and cut_torn_tail:
             self._set_aside_torn_tail()
+
+    def _in_sequence(self, record: Record, lineno: int) -> bool:
+        """Seq n follows n - 1; a snapshot opens the file and its lines share one."""
+        op = record["op"]
+        if op == "snapshot":
+            if lineno != 1:
+                return False
+            self.snapshot_seq = record["seq"]
+            return True
+        if op == "snapshot_task":
+            return self.snapshot_seq > 0 and record["seq"] == self.last_seq
+        return bool(record["seq"] == self.last_seq + 1)
 
     def _set_aside_torn_tail(self) -> None:
         """Copy the torn last line beside the journal, then cut it off."""
@@ -164,14 +186,28 @@ class JournalWriteFailed(JournalError):
 class Journal:
     """Appends records with group commit; `wait_durable` says when to trust them."""
 
-    def __init__(self, path: Path, reader: JournalReader, *, fsync: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        reader: JournalReader,
+        *,
+        fsync: bool,
+        compact_bytes: int = 0,
+    ) -> None:
         self.path = path
         self._fsync = fsync
+        # Past this size (and twice the last snapshot) a compaction is due; 0: never.
+        self.compact_bytes = compact_bytes
+        self.compact_due = asyncio.Event()
         self._seq = reader.last_seq
         self.durable_seq = reader.last_seq
         self.records = reader.count
         self.bytes = reader.good_bytes
         self.failure: JournalWriteFailed | None = None
+        # `failed` is set while writes are refused after a failure, `healthy` else.
+        self.failed = asyncio.Event()
+        self.healthy = asyncio.Event()
+        self.healthy.set()
         # Told the newest durable seq after each fsync (the event hub listens).
         self.on_durable: Callable[[int], None] | None = None
         self._pending: list[bytes] = []
@@ -181,6 +217,10 @@ class Journal:
         self._wake = asyncio.Event()
         self._fd = -1
         self._writer: asyncio.Task[None] | None = None
+        # Held while a batch is written and while the file is swapped for a snapshot.
+        self._write_lock = asyncio.Lock()
+        # Size of the last snapshot: compaction waits until the file is well past it.
+        self.snapshot_bytes = reader.snapshot_bytes
 
     async def start(self) -> None:
         """Open the file for appending and start the writer."""
@@ -226,29 +266,86 @@ class Journal:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._pending or self._batch is None:
-                continue
+            async with self._write_lock:
+                await self._write_batch()
 
-            lines, batch, last_seq = self._pending, self._batch, self._seq
-            self._pending, self._batch = [], None
-            self._inflight = (last_seq, batch)
-            data = b"".join(lines)
-            try:
-                await asyncio.to_thread(self._write_and_sync, data)
-            except OSError as exc:
-                self.failure = JournalWriteFailed(self.path, exc)
-                log.error("journal.write_failed", path=str(self.path), error=str(exc))
-                self._fail_waiters(batch)
-                continue
-            finally:
-                self._inflight = None
+    async def _write_batch(self) -> None:
+        """Write and fsync every queued record as one batch (under the lock)."""
+        if not self._pending or self._batch is None:
+            return
 
-            self.durable_seq = last_seq
-            self.records += len(lines)
-            self.bytes += len(data)
-            batch.set_result(None)
-            if self.on_durable is not None:
-                self.on_durable(last_seq)
+        lines, batch, last_seq = self._pending, self._batch, self._seq
+        self._pending, self._batch = [], None
+        self._inflight = (last_seq, batch)
+        data = b"".join(lines)
+        try:
+            await asyncio.to_thread(self._write_and_sync, data)
+        except OSError as exc:
+            self.failure = JournalWriteFailed(self.path, exc)
+            self.failed.set()
+            self.healthy.clear()
+            log.error("journal.write_failed", path=str(self.path), error=str(exc))
+            self._fail_waiters(batch)
+            return
+        finally:
+            self._inflight = None
+
+        self.durable_seq = last_seq
+        self.records += len(lines)
+        self.bytes += len(data)
+        batch.set_result(None)
+        grown = self.bytes >= 2 * self.snapshot_bytes
+        if self.compact_bytes and self.bytes >= self.compact_bytes and grown:
+            self.compact_due.set()
+        if self.on_durable is not None:
+            self.on_durable(last_seq)
+
+    async def compact(self, snapshot: Callable[[], list[tuple[str, Record]]]) -> None:
+        """Replace the file by a snapshot of the state, atomically (D7).
+
+        `snapshot()` is called once everything appended so far is durable, so the
+        state it describes is exactly the file's. Records appended meanwhile wait
+        and go into the new file after the snapshot.
+        """
+        async with self._write_lock:
+            await self._write_batch()
+            if self.failure is not None:
+                raise self.failure
+            stamp = utc_now_iso()
+            seq = self._seq
+            lines = [
+                encode_record({"seq": seq, "ts": stamp, "op": op, **fields})
+                for op, fields in snapshot()
+            ]
+            await asyncio.to_thread(self._swap_in, lines)
+            self.records = len(lines)
+            self.bytes = sum(len(line) for line in lines)
+            self.snapshot_bytes = self.bytes
+            self.compact_due.clear()
+        log.info(
+            "journal.compacted",
+            path=str(self.path),
+            seq=seq,
+            records=self.records,
+            bytes=self.bytes,
+        )
+
+    def _swap_in(self, lines: list[bytes]) -> None:
+        """Write the snapshot beside the journal, then rename it over the journal."""
+        tmp = self.path.with_name(self.path.name + COMPACT_SUFFIX)
+        with tmp.open("wb") as f:
+            for line in lines:
+                f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        # Windows cannot replace a file that is open, so it is closed first; a
+        # crash until the rename leaves the old journal whole and the temp file
+        # is dropped at the next start.
+        os.close(self._fd)
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.parent)
+        flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0)
+        self._fd = os.open(self.path, flags)
 
     def _fail_waiters(self, batch: asyncio.Future[None]) -> None:
         assert self.failure is not None
@@ -267,6 +364,25 @@ class Journal:
             view = view[written:]
         if self._fsync:
             _datasync(self._fd)
+
+    async def heal(self) -> None:
+        """After a failed write: cut the file back to what was durable, and go on.
+
+        The records that failed were never acknowledged; the caller rebuilds its
+        state from the file. Raises OSError if the disk still refuses.
+        """
+        await asyncio.to_thread(self._cut_to_durable)
+        self._seq = self.durable_seq
+        self._pending = []
+        self._batch = None
+        self.failure = None
+        self.failed.clear()
+        self.healthy.set()
+        log.info("journal.writable_again", path=str(self.path), seq=self.durable_seq)
+
+    def _cut_to_durable(self) -> None:
+        os.ftruncate(self._fd, self.bytes)
+        _datasync(self._fd)
 
     async def close(self) -> None:
         """Write what is queued, stop the writer and close the file."""

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +48,28 @@ class Enqueued:
 class TaskQueue:
     """The durable queue of generation tasks."""
 
-    def __init__(self, data_dir: Path, *, max_attempts: int, fsync: bool) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        max_attempts: int,
+        fsync: bool,
+        compact_bytes: int = 0,
+        history_keep: int | None = None,
+        history_max_age_s: float | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.max_attempts = max_attempts
+        self.history_keep = history_keep
+        self.history_max_age_s = history_max_age_s
         self.state = QueueState()
         reader = JournalReader(data_dir / JOURNAL_NAME)
         self.events = EventHub(reader.path)
         self._replay(reader)
-        self.journal = Journal(reader.path, reader, fsync=fsync)
+        self.journal = Journal(
+            reader.path, reader, fsync=fsync, compact_bytes=compact_bytes
+        )
+        self.events.floor_seq = reader.snapshot_seq
         self.events.durable_seq = self.journal.durable_seq
         self.journal.on_durable = self.events.durable
         self._work = asyncio.Event()
@@ -83,6 +98,52 @@ class TaskQueue:
     async def open(self) -> None:
         """Start the journal and settle the tasks a stop left running."""
         await self.journal.start()
+        await self.open_settle()
+
+    async def compact(self) -> set[str]:
+        """Drop history past the retention, then compact the journal (D7).
+
+        Returns the digests that the dropped tasks left without a reference.
+        """
+        orphans: set[str] = set()
+        expired = self._expired_history()
+        if expired:
+            _, orphans = await self._forget_tasks(expired)
+        await self.journal.compact(self.state.snapshot)
+        self.events.floor_seq = self.journal.last_seq
+        return orphans
+
+    def _expired_history(self) -> list[Task]:
+        finished = [self.state.tasks[key[1]] for key in self.state.history]
+        expired = finished[self.history_keep :] if self.history_keep is not None else []
+        if self.history_max_age_s is not None:
+            cutoff = datetime.now(timezone.utc) - timedelta(
+                seconds=self.history_max_age_s
+            )
+            cutoff_iso = cutoff.isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z"
+            )
+            old = [t for t in finished if (t.finished_at or "") < cutoff_iso]
+            expired = list({t.task_id: t for t in [*expired, *old]}.values())
+        return expired
+
+    async def heal(self) -> None:
+        """Make the journal writable again after a failure, or raise OSError.
+
+        The state is rebuilt from the file, so that what the failed write held
+        (never acknowledged) is gone from memory too; tasks running on disk are
+        settled as at start-up. Call it only while the consumer is idle.
+        """
+        await self.journal.heal()
+        self.state.reset()
+        reader = JournalReader(self.journal.path)
+        for record in reader.records(cut_torn_tail=False):
+            self.state.apply(record)
+        self.events.drop_after(self.journal.durable_seq)
+        await self.open_settle()
+
+    async def open_settle(self) -> None:
+        """Settle the tasks that the journal says are running: nothing runs yet."""
         for task in list(self.state.running.values()):
             if task.interrupt_requested:
                 await self.mark_finished(task, "interrupted")
@@ -349,9 +410,10 @@ class TaskQueue:
 
     async def forget(self, statuses: frozenset[str]) -> tuple[list[str], set[str]]:
         """Forget finished tasks; the ids, and the digests nothing points at now."""
-        keys = list(self.state.history)
-        tasks = [self.state.tasks[key[1]] for key in keys]
-        tasks = [task for task in tasks if task.status in statuses]
+        tasks = [self.state.tasks[key[1]] for key in self.state.history]
+        return await self._forget_tasks([t for t in tasks if t.status in statuses])
+
+    async def _forget_tasks(self, tasks: list[Task]) -> tuple[list[str], set[str]]:
         digests = {digest for task in tasks for digest in task.digests()}
         records = [self._commit("forget", {"task_id": t.task_id})[0] for t in tasks]
         if records:

@@ -16,6 +16,8 @@ Operations and their keys (besides seq, ts and op):
                when the others of that priority had to be renumbered
 ``update``     ``task_id``, and ``name`` and/or ``priority``
 ``forget``     ``task_id``: a finished task leaves the history
+``snapshot``   opens a compacted journal: ``paused``, ``tasks`` (how many follow)
+``snapshot_task``  ``task``: one task with every field, as the snapshot saw it
 """
 
 from __future__ import annotations
@@ -91,6 +93,10 @@ class QueueState:
     """Every task the journal knows, indexed for the queue's questions."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (before a replay from the file)."""
         self.tasks: dict[str, Task] = {}
         self.pending: SortedList[PendingKey] = SortedList()
         self.running: dict[str, Task] = {}
@@ -132,6 +138,15 @@ class QueueState:
         """Pending tasks in the order they will run, sliced."""
         keys = self.pending[offset : offset + limit]
         return [self.tasks[key[2]] for key in keys]
+
+    def snapshot(self) -> list[tuple[str, Record]]:
+        """The whole state as records that rebuild it (a compacted journal)."""
+        tasks = [
+            ("snapshot_task", {"task": {name: getattr(task, name) for name in _FIELDS}})
+            for task in self.tasks.values()
+        ]
+        head = ("snapshot", {"paused": self.paused, "tasks": len(tasks)})
+        return [head, *tasks]
 
     def history_page(
         self, statuses: Iterable[str] | None, offset: int, limit: int
@@ -232,6 +247,27 @@ class QueueState:
         task.interrupt_requested = True
         return task
 
+    def _snapshot(self, record: Record) -> None:
+        if self.tasks:
+            raise StateError("a snapshot must open the journal")
+        self.paused = bool(record.get("paused"))
+
+    def _snapshot_task(self, record: Record) -> Task:
+        task = Task(**record["task"])
+        self.tasks[task.task_id] = task
+        if task.status == "pending":
+            self.pending.add(task.pending_key)
+        elif task.status == "running":
+            self.running[task.task_id] = task
+        elif task.finish_seq is not None:
+            key = (-task.finish_seq, task.task_id)
+            self.history.add(key)
+            self.history_by_status[task.status].add(key)
+        if task.idempotency_key is not None:
+            self.idempotency[task.idempotency_key] = task.task_id
+        self.image_refs.update(task.digests())
+        return task
+
     def _pause(self, record: Record) -> None:
         self.paused = record["op"] == "pause"
 
@@ -310,4 +346,7 @@ _HANDLERS = {
     "move": QueueState._move,
     "update": QueueState._update,
     "forget": QueueState._forget,
+    "snapshot": QueueState._snapshot,
+    "snapshot_task": QueueState._snapshot_task,
 }
+_FIELDS = tuple(Task.__dataclass_fields__)
