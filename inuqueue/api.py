@@ -90,6 +90,15 @@ async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 that says what is wrong."""
+    limit = runtime_of(request).config.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        # Refused on its Content-Length alone, before a byte of it is read.
+        raise ApiError(
+            413,
+            "body_too_large",
+            f"The body is {request.content_length} bytes, over the limit of {limit}; "
+            "raise --max-body-bytes if it is meant to be this large.",
+        )
     raw = await request.read()
     if not raw:
         raise ApiError(400, "invalid_json", "The body is empty; send a JSON object.")

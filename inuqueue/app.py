@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from inuqueue import api, control, sse, webui_routes
+from inuqueue.access import is_loopback, make_token_middleware
 from inuqueue.collector import ImageCollector
 from inuqueue.config import Config
 from inuqueue.consumer import Consumer
@@ -30,13 +31,18 @@ log = structlog.get_logger("inuqueue.app")
 def create_app(config: Config) -> web.Application:
     """The daemon as an aiohttp application; it opens its data when started."""
     upstream = Upstream(config)
+    # The token check comes first, so that nothing, proxied or own, goes without
+    # it; then the proxy: requests no own route matches never reach the rest.
+    middlewares = [
+        make_proxy_middleware(
+            upstream, teapot=config.teapot, own_auth=config.token is not None
+        ),
+        error_middleware,
+    ]
+    if config.token is not None:
+        middlewares.insert(0, make_token_middleware(config.token))
     app = web.Application(
-        # The proxy runs first: requests no own route matches never reach the rest.
-        middlewares=[
-            make_proxy_middleware(upstream, teapot=config.teapot),
-            error_middleware,
-        ],
-        client_max_size=config.max_body_bytes,
+        middlewares=middlewares, client_max_size=config.max_body_bytes
     )
     app[RUNTIME] = Runtime(config=config, upstream=upstream)
     for module in (api, control, sse, webui_routes):
@@ -130,6 +136,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         _compact_when_due(queue, collector), name="compactor"
     )
     log.info("daemon.started", data=str(config.data_dir), upstream=config.upstream)
+    if config.token is None and not is_loopback(config.host):
+        log.warning(
+            "daemon.open_to_the_network",
+            host=config.host,
+            advice="anyone who reaches this address can queue, cancel and read "
+            "every task; start with --token (INUQUEUE_TOKEN) or bind 127.0.0.1",
+        )
 
     yield
 

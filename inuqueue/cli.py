@@ -113,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
         "[INUQUEUE_SHUTDOWN_GRACE_S]",
     )
     serve.add_argument(
+        "--token",
+        default=_env("TOKEN", None),
+        help="require 'Authorization: Bearer TOKEN' on every request [INUQUEUE_TOKEN]",
+    )
+    serve.add_argument(
+        "--upstream-auth",
+        default=_env("UPSTREAM_AUTH", None),
+        help="user:password for a webui started with --api-auth "
+        "[INUQUEUE_UPSTREAM_AUTH]",
+    )
+    serve.add_argument(
         "--compact-bytes",
         type=int,
         default=_env("COMPACT_BYTES", defaults.compact_bytes, int),
@@ -288,6 +299,8 @@ async def _run(args: argparse.Namespace) -> int:
                 else args.history_max_age_days * 86_400
             ),
             progress_interval_s=args.progress_interval_s,
+            token=args.token or None,
+            upstream_auth=args.upstream_auth or None,
         )
         await serve_until_stopped(create_app(config), args.host, args.port, "inuqueue")
         return EXIT_OK

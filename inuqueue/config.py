@@ -55,6 +55,10 @@ class Config:
     shutdown_grace_s: float = 10.0
     # False only in tests and benchmarks that measure what fsync costs.
     fsync: bool = True
+    # Every request must carry "Authorization: Bearer <token>" (None: no check).
+    token: str | None = None
+    # "user:password" for a webui started with --api-auth (None: send none).
+    upstream_auth: str | None = None
     # Logs as JSON lines (None: JSON unless stderr is a terminal).
     log_json: bool | None = None
 

@@ -22,8 +22,6 @@ log = structlog.get_logger("inuqueue.consumer")
 
 # Reads from the webui's answer; big enough to keep the thread hops per MB few.
 READ_CHUNK_BYTES = 256 * 1024
-# Progress and interrupt calls take no lock in the webui; they answer at once.
-_PROBE_TIMEOUT = aiohttp.ClientTimeout(total=5)
 # An error answer is kept on the task; a runaway one is cut to this.
 MAX_ERROR_BODY_BYTES = 64 * 1024
 
@@ -159,8 +157,8 @@ class Consumer:
             # poll tries again, since an interrupt sent now would hit that job.
             return
         try:
-            async with self.upstream.proxy.post(
-                self.upstream.url + "/sdapi/v1/interrupt", timeout=_PROBE_TIMEOUT
+            async with self.upstream.control.post(
+                self.upstream.url + "/sdapi/v1/interrupt"
             ) as response:
                 await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -170,10 +168,9 @@ class Consumer:
         """Whether the webui is running this very task now."""
         body = {"id_task": task.task_id, "id_live_preview": -1, "live_preview": False}
         try:
-            async with self.upstream.proxy.post(
+            async with self.upstream.control.post(
                 self.upstream.url + "/internal/progress",
                 json=body,
-                timeout=_PROBE_TIMEOUT,
             ) as response:
                 if response.status == 200:
                     answer = await response.json(content_type=None)
@@ -188,7 +185,7 @@ class Consumer:
 
     async def _webui_progress(self) -> dict[str, Any] | None:
         url = self.upstream.url + "/sdapi/v1/progress"
-        async with self.upstream.proxy.get(url, timeout=_PROBE_TIMEOUT) as response:
+        async with self.upstream.control.get(url) as response:
             if response.status != 200:
                 return None
             answer = await response.json(content_type=None)

@@ -40,8 +40,14 @@ def is_own_path(path: str) -> bool:
     return path == API_PREFIX or path.startswith(API_PREFIX + "/")
 
 
-def make_proxy_middleware(upstream: Upstream, *, teapot: bool) -> Middleware:
-    """The middleware that forwards requests no own route matched."""
+def make_proxy_middleware(
+    upstream: Upstream, *, teapot: bool, own_auth: bool = False
+) -> Middleware:
+    """The middleware that forwards requests no own route matched.
+
+    With `own_auth`, the client's Authorization header is inuqueue's token and is
+    never passed on to the webui.
+    """
 
     @web.middleware
     async def proxy_middleware(
@@ -50,7 +56,7 @@ def make_proxy_middleware(upstream: Upstream, *, teapot: bool) -> Middleware:
         unmatched = request.match_info.http_exception is not None
         if not unmatched or is_own_path(request.path):
             return await handler(request)
-        return await forward(request, upstream, teapot=teapot)
+        return await forward(request, upstream, teapot=teapot, own_auth=own_auth)
 
     return proxy_middleware
 
@@ -64,13 +70,17 @@ def _forward_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
 
 
 async def forward(
-    request: web.Request, upstream: Upstream, *, teapot: bool
+    request: web.Request, upstream: Upstream, *, teapot: bool, own_auth: bool = False
 ) -> web.StreamResponse:
     """Send the request to the webui and stream its answer back."""
     # rel_url has no scheme or host even for an absolute-form request line, so a
     # request can never steer the proxy anywhere but the configured webui.
     url = upstream.url + request.rel_url.raw_path_qs
     headers = _forward_headers(request.headers)
+    if own_auth or upstream.auth is not None:
+        headers.popall("Authorization", None)
+    if upstream.auth is not None:
+        headers["Authorization"] = upstream.auth
     data = request.content if request.body_exists else None
     response: web.StreamResponse | None = None
     try:

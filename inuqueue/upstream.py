@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
 import aiohttp
 import structlog
 
 from inuqueue.config import Config
+from inuqueue.errors import ConfigError
 
 log = structlog.get_logger("inuqueue.upstream")
 
@@ -22,11 +24,14 @@ class Upstream:
     def __init__(self, config: Config) -> None:
         self.url = config.upstream_url
         self._config = config
+        self.auth = basic_auth_header(config.upstream_auth)
+        self._auth_headers = {"Authorization": self.auth} if self.auth else None
         self.reachable: bool | None = None
         self.last_error: str | None = None
         self._last_contact_mono = 0.0
         self._generation: aiohttp.ClientSession | None = None
         self._proxy: aiohttp.ClientSession | None = None
+        self._control: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
         """Create the client sessions."""
@@ -42,6 +47,7 @@ class Upstream:
                 sock_read=read_s,
             ),
             auto_decompress=True,
+            headers=self._auth_headers,
         )
         self._proxy = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(
@@ -54,10 +60,16 @@ class Upstream:
             # Set-Cookie from the webui belongs to the client, not to inuqueue.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        # inuqueue's own small calls: probes, progress, interrupt.
+        self._control = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S),
+            headers=self._auth_headers,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
 
     async def close(self) -> None:
         """Close the client sessions."""
-        for session in (self._generation, self._proxy):
+        for session in (self._generation, self._proxy, self._control):
             if session is not None:
                 await session.close()
 
@@ -66,6 +78,12 @@ class Upstream:
         """The session for generation requests."""
         assert self._generation is not None, "Upstream.open() was not awaited"
         return self._generation
+
+    @property
+    def control(self) -> aiohttp.ClientSession:
+        """The session for inuqueue's own probes, progress and interrupts."""
+        assert self._control is not None, "Upstream.open() was not awaited"
+        return self._control
 
     @property
     def proxy(self) -> aiohttp.ClientSession:
@@ -89,10 +107,7 @@ class Upstream:
     async def probe(self) -> bool:
         """Ask the webui for its progress; any HTTP answer means it is up."""
         try:
-            async with self.proxy.get(
-                self.url + PROBE_PATH,
-                timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S),
-            ) as response:
+            async with self.control.get(self.url + PROBE_PATH) as response:
                 await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.mark(False, describe_error(exc))
@@ -106,6 +121,18 @@ class Upstream:
         if fresh and self.reachable is not None:
             return self.reachable
         return await self.probe()
+
+
+def basic_auth_header(value: str | None) -> str | None:
+    """The Authorization header for "user:password" (the webui's --api-auth form)."""
+    if value is None:
+        return None
+    user, sep, _ = value.partition(":")
+    if not sep or not user:
+        raise ConfigError(
+            "--upstream-auth takes user:password, as the webui's --api-auth does"
+        )
+    return "Basic " + base64.b64encode(value.encode("utf-8")).decode("ascii")
 
 
 def describe_error(exc: BaseException) -> str:
