@@ -68,9 +68,9 @@ class Consumer:
             refused = False
             try:
                 await self._run_task(task)
-            except JournalError:
-                # The journal refuses writes: the task is what the journal last
-                # said, and nothing new starts until the disk works again.
+            except (JournalError, StoreError):
+                # The disk refuses writes: the task is what the journal last
+                # said, and nothing new starts for a while.
                 refused = True
             finally:
                 self.current = None
@@ -145,6 +145,13 @@ class Consumer:
             # The daemon is stopping; the journal's close writes this record.
             self.queue.release(task, "the daemon stopped")
             raise
+        except OSError as exc:
+            # The store could not take the images (a full disk): not the task's
+            # fault. It waits, its attempt given back, until the disk has room.
+            log.warning("store.write_failed", task_id=task.task_id, error=str(exc))
+            record = self.queue.release(task, f"the image store failed: {exc}")
+            await self.queue.journal.wait_durable(record["seq"])
+            raise StoreError(exc.errno, f"storing images failed: {exc}") from exc
 
         await self._finish(task, answer)
 
