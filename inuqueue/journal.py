@@ -342,10 +342,14 @@ class Journal:
         # crash until the rename leaves the old journal whole and the temp file
         # is dropped at the next start.
         os.close(self._fd)
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.parent)
+        self._fd = -1
         flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0)
-        self._fd = os.open(self.path, flags)
+        try:
+            os.replace(tmp, self.path)
+            fsync_dir(self.path.parent)
+        finally:
+            # On a failed rename the old journal is still whole: go on with it.
+            self._fd = os.open(self.path, flags)
 
     def _fail_waiters(self, batch: asyncio.Future[None]) -> None:
         assert self.failure is not None

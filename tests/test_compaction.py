@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import orjson
+import pytest
 
+from inuqueue import journal as journal_module
 from inuqueue.journal import COMPACT_SUFFIX
+from inuqueue.queue import TaskQueue
 from tests.conftest import API, Daemon, StandinHandle
 
 
@@ -188,3 +192,50 @@ async def test_a_client_older_than_the_snapshot_is_told_to_reread(
 
     assert fields["event"] == "reset"
     assert "read the queue" in orjson.loads(fields["data"])["message"]
+
+
+class Crash(BaseException):
+    """The process dies here: nothing after this step happens."""
+
+
+def _fingerprint(queue: Any) -> Any:
+    state = queue.state
+    return (
+        state.paused,
+        list(state.pending),
+        list(state.history),
+        sorted((t.task_id, t.status, t.name, t.priority) for t in state.tasks.values()),
+    )
+
+
+@pytest.mark.parametrize("step", ["fsync", "close", "replace", "fsync_dir", "open"])
+async def test_a_crash_at_any_step_of_a_compaction_leaves_a_whole_journal(
+    daemon: Daemon, standin: StandinHandle, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    await _varied_queue(daemon, standin)
+    queue = daemon.runtime.queue
+    before = _fingerprint(queue)
+    names = ("fsync", "close", "replace", "open")
+    real = {name: getattr(os, name) for name in names}
+
+    def crash_at(name: str) -> Any:
+        def call(*args: Any) -> Any:
+            if name == step:
+                raise Crash(name)
+            return real[name](*args)
+
+        return call
+
+    for name in real:
+        monkeypatch.setattr(os, name, crash_at(name))
+    if step == "fsync_dir":
+        monkeypatch.setattr(journal_module, "fsync_dir", crash_at("fsync_dir"))
+    with pytest.raises(Crash):
+        await queue.compact()
+    monkeypatch.undo()
+
+    # What the next start finds on disk, read as the daemon reads it.
+    reopened = TaskQueue(daemon.config.data_dir, max_attempts=3, fsync=False)
+    assert _fingerprint(reopened) == before
+    assert not (daemon.config.data_dir / ("journal.jsonl" + COMPACT_SUFFIX)).exists()
+    standin.state.release()
