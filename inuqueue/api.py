@@ -133,6 +133,17 @@ def _idempotency_key(request: web.Request) -> str | None:
     return key
 
 
+_TYPE_NAMES = {str: "a string", int: "an integer"}
+_JSON_NAMES = {
+    float: "a number with a fraction (or too large)",
+    bool: "true/false",
+    list: "a list",
+    dict: "an object",
+    str: "a string",
+    int: "an integer",
+}
+
+
 def _pop_typed(body: dict[str, Any], field: str, kind: type) -> Any:
     """Take one of inuqueue's own fields out of the webui body, checking its type."""
     value = body.pop(field, None)
@@ -143,8 +154,8 @@ def _pop_typed(body: dict[str, Any], field: str, kind: type) -> Any:
         raise ApiError(
             422,
             "invalid_field",
-            f"Field {field!r} must be a {kind.__name__} or null, not "
-            f"{type(value).__name__}.",
+            f"Field {field!r} must be {_TYPE_NAMES[kind]} or null, not "
+            f"{_JSON_NAMES.get(type(value), type(value).__name__)}.",
             field=field,
         )
     return value
