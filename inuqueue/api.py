@@ -349,7 +349,8 @@ async def get_image(request: web.Request) -> web.Response:
 
     etag = f'"{digest}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE_CACHE}
-    matches = etag in _etags(request.headers.get("If-None-Match", ""))
+    tags = _etags(request.headers.get("If-None-Match", ""))
+    matches = etag in tags or "*" in tags
     if matches and runtime_of(request).store.exists(digest):
         return web.Response(status=304, headers=headers)
 

@@ -67,10 +67,11 @@ def prepare_data_dir(data_dir: Path) -> None:
 
 
 async def _end_streams(app: web.Application) -> None:
-    """Let open event streams end, so that stopping does not wait on them."""
+    """Let open event streams and waiting webui clients end: a stop waits on none."""
     queue = app[RUNTIME]._queue
     if queue is not None:
         queue.events.close()
+        queue.begin_stop()
 
 
 async def _heal_storage(queue: TaskQueue, consumer: Consumer, retry_s: float) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from yarl import URL
 
 from inuqueue import __version__
 from inuqueue.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_UPSTREAM, Config
@@ -48,6 +49,24 @@ def _flag(raw: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError(raw)
+
+
+def _at_least(minimum: float, convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: `convert`, then refuse values below `minimum`."""
+
+    def check(raw: str) -> Any:
+        value = convert(raw)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{raw} is below {minimum}")
+        return value
+
+    check.__name__ = convert.__name__
+    return check
+
+
+_POSITIVE_INT = _at_least(1, int)
+_COUNT = _at_least(0, int)
+_SECONDS = _at_least(0.0, float)
 
 
 def _port(raw: str) -> int:
@@ -90,24 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
         dest="teapot",
         action="store_false",
         default=_env("TEAPOT", True, _flag),
-        help="pass the webui's 2xx answers through instead of 418 [INUQUEUE_TEAPOT=0]",
+        help="pass the webui's 2xx answers through instead of 418 (teapot now: "
+        "%(default)s) [INUQUEUE_TEAPOT=0]",
     )
     serve.add_argument(
         "--max-attempts",
-        type=int,
+        type=_POSITIVE_INT,
         default=_env("MAX_ATTEMPTS", defaults.max_attempts, int),
         help="times a generation may break off before its task fails "
         "[INUQUEUE_MAX_ATTEMPTS]",
     )
     serve.add_argument(
         "--max-body-bytes",
-        type=int,
+        type=_POSITIVE_INT,
         default=_env("MAX_BODY_BYTES", defaults.max_body_bytes, int),
         help="largest request body accepted [INUQUEUE_MAX_BODY_BYTES]",
     )
     serve.add_argument(
         "--shutdown-grace-s",
-        type=float,
+        type=_SECONDS,
         default=_env("SHUTDOWN_GRACE_S", defaults.shutdown_grace_s, float),
         help="how long a stop waits for the running generation "
         "[INUQUEUE_SHUTDOWN_GRACE_S]",
@@ -125,28 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--compact-bytes",
-        type=int,
+        type=_COUNT,
         default=_env("COMPACT_BYTES", defaults.compact_bytes, int),
         help="compact the journal into a snapshot past this size; 0 never "
         "[INUQUEUE_COMPACT_BYTES]",
     )
     serve.add_argument(
         "--history-keep",
-        type=int,
+        type=_COUNT,
         default=_env("HISTORY_KEEP", None, int),
         help="finished tasks kept at a compaction (default: all) "
         "[INUQUEUE_HISTORY_KEEP]",
     )
     serve.add_argument(
         "--history-max-age-days",
-        type=float,
+        type=_SECONDS,
         default=_env("HISTORY_MAX_AGE_DAYS", None, float),
         help="finished tasks older than this are dropped at a compaction "
         "(default: none) [INUQUEUE_HISTORY_MAX_AGE_DAYS]",
     )
     serve.add_argument(
         "--progress-interval-s",
-        type=float,
+        type=_at_least(0.05, float),
         default=_env("PROGRESS_INTERVAL_S", defaults.progress_interval_s, float),
         help="how often the webui's progress is asked while a task runs "
         "[INUQUEUE_PROGRESS_INTERVAL_S]",
@@ -254,10 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
     if args.command == "serve":
-        problem = _upstream_problem(args.upstream)
+        problem = _upstream_problem(args.upstream) or _data_problem(args.data)
         if problem:
             print(f"inuqueue: {problem}", file=sys.stderr)
             return EXIT_USAGE
+        args.upstream, args.upstream_auth = split_credentials(
+            args.upstream, args.upstream_auth
+        )
 
     if args.command in ("journal", "store"):
         return _maintain(args)
@@ -302,7 +325,13 @@ async def _run(args: argparse.Namespace) -> int:
             token=args.token or None,
             upstream_auth=args.upstream_auth or None,
         )
-        await serve_until_stopped(create_app(config), args.host, args.port, "inuqueue")
+        await serve_until_stopped(
+            create_app(config),
+            args.host,
+            args.port,
+            "inuqueue",
+            config.shutdown_grace_s,
+        )
         return EXIT_OK
 
     if args.command == "standin":
@@ -311,7 +340,7 @@ async def _run(args: argparse.Namespace) -> int:
         app = create_standin_app(
             StandinConfig(step_ms=args.step_ms, api_auth=args.api_auth)
         )
-        await serve_until_stopped(app, args.host, args.port, "standin")
+        await serve_until_stopped(app, args.host, args.port, "standin", 1.0)
         return EXIT_OK
 
     from inuqueue.demo import run_demo
@@ -346,6 +375,22 @@ def _maintain(args: argparse.Namespace) -> int:
         return EXIT_UNAVAILABLE
     print("\n".join(lines))
     return EXIT_OK if healthy else EXIT_DATA
+
+
+def _data_problem(data: Path) -> str | None:
+    if str(data).strip() in ("", "."):
+        return "--data needs a directory name (the default is ./data)"
+    return None
+
+
+def split_credentials(url: str, auth: str | None) -> tuple[str, str | None]:
+    """Move user:password out of the upstream URL, where logs would show it."""
+    parsed = URL(url)
+    if parsed.user is None:
+        return url, auth
+    credentials = f"{parsed.user}:{parsed.password or ''}"
+    bare = str(parsed.with_user(None).with_password(None))
+    return bare, auth or credentials
 
 
 def _upstream_problem(url: str) -> str | None:

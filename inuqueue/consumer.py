@@ -11,7 +11,7 @@ import orjson
 import structlog
 
 from inuqueue.config import Config
-from inuqueue.errors import ImageDecodeError, JournalError, StoreError
+from inuqueue.errors import ImageDecodeError, InuqueueError, JournalError, StoreError
 from inuqueue.ingest import AnswerMalformed, IngestedAnswer, ingest_answer
 from inuqueue.queue import TaskQueue
 from inuqueue.state import Task
@@ -22,8 +22,14 @@ log = structlog.get_logger("inuqueue.consumer")
 
 # Reads from the webui's answer; big enough to keep the thread hops per MB few.
 READ_CHUNK_BYTES = 256 * 1024
+# Answers that say "not now" rather than anything about the task.
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 # An error answer is kept on the task; a runaway one is cut to this.
 MAX_ERROR_BODY_BYTES = 64 * 1024
+
+
+class WebuiBusy(InuqueueError):
+    """The webui (or a proxy before it) asked to come back later."""
 
 
 class Consumer:
@@ -68,9 +74,17 @@ class Consumer:
             refused = False
             try:
                 await self._run_task(task)
-            except (JournalError, StoreError):
-                # The disk refuses writes: the task is what the journal last
-                # said, and nothing new starts for a while.
+            except (JournalError, StoreError, WebuiBusy):
+                # The disk refuses writes, or the webui asks for patience: the
+                # task is what the journal last said; nothing starts for a while.
+                refused = True
+            except Exception:
+                # A fault of inuqueue's own must not stop the queue for good: the
+                # task counts a broken attempt, so a task that keeps hitting it
+                # ends failed.
+                log.exception("consumer.failed", task_id=task.task_id)
+                if task.status == "running" and not self.queue.journal.failure:
+                    await self.queue.mark_broken(task, "inuqueue failed on it")
                 refused = True
             finally:
                 self.current = None
@@ -115,6 +129,14 @@ class Consumer:
                 url, data=body, headers=headers
             ) as response:
                 self.upstream.mark(True)
+                if response.status in TRANSIENT_STATUSES:
+                    # A proxy in front of the webui, or a webui still loading:
+                    # not an answer about the task. It waits, attempt given back.
+                    record = self.queue.release(
+                        task, f"the webui answered {response.status}; trying later"
+                    )
+                    await self.queue.journal.wait_durable(record["seq"])
+                    raise WebuiBusy(f"the webui answered {response.status}")
                 if response.status != 200:
                     error = await _error_from(response)
                     await self.queue.mark_finished(task, "failed", error=error)
@@ -151,7 +173,7 @@ class Consumer:
             log.warning("store.write_failed", task_id=task.task_id, error=str(exc))
             record = self.queue.release(task, f"the image store failed: {exc}")
             await self.queue.journal.wait_durable(record["seq"])
-            raise StoreError(exc.errno, f"storing images failed: {exc}") from exc
+            raise StoreError(f"storing images failed: {exc}") from exc
 
         await self._finish(task, answer)
 

@@ -78,7 +78,11 @@ async def move_task(request: web.Request) -> web.Response:
     other = None
     if forms[0] != "to":
         other_id = body[forms[0]]
-        other = runtime_of(request).queue.state.tasks.get(str(other_id))
+        if not isinstance(other_id, str):
+            raise ApiError(
+                422, "invalid_move", f"{forms[0]} takes a task id (a string)."
+            )
+        other = runtime_of(request).queue.state.tasks.get(other_id)
         if other is None:
             raise ApiError(
                 404, "task_not_found", f"There is no task {other_id!r} to move next to."
@@ -159,7 +163,7 @@ def _statuses(request: web.Request) -> frozenset[str] | None:
     raw = request.query.get("status")
     if raw is None or raw == "":
         return None
-    statuses = frozenset(part.strip() for part in raw.split(","))
+    statuses = frozenset(part.strip() for part in raw.split(",") if part.strip())
     unknown = statuses - FINAL_STATUSES
     if unknown:
         raise ApiError(

@@ -31,8 +31,8 @@ class JournalCorrupt(InuqueueError, ValueError):
         self.reason = reason
 
 
-class StoreError(InuqueueError, OSError):
-    """The image store could not write or read an image."""
+class StoreError(InuqueueError):
+    """The image store could not write or read an image, or found one damaged."""
 
 
 class ImageDecodeError(InuqueueError, ValueError):

@@ -128,25 +128,30 @@ class EventHub:
 
     async def after(self, last_id: int) -> list[Event]:
         """Durable events with an id above `last_id`, oldest first."""
-        if last_id >= self.durable_seq:
+        if last_id > self.durable_seq:
+            # An id this journal never gave (its data directory was replaced):
+            # start the client over from here.
+            return [self._reset_event(self.durable_seq)]
+        if last_id == self.durable_seq:
             return []
         if last_id < self.floor_seq and not (
             self._ring and self._ring[0]["id"] <= last_id + 1
         ):
-            return [self._reset_event()]
+            return [self._reset_event(self.floor_seq)]
         if self._ring and self._ring[0]["id"] <= last_id + 1:
             start = last_id + 1 - self._ring[0]["id"]
             end = self.durable_seq - self._ring[0]["id"] + 1
             return [self._ring[i] for i in range(start, min(end, len(self._ring)))]
         return await asyncio.to_thread(self._from_journal, last_id)
 
-    def _reset_event(self) -> Event:
+    def _reset_event(self, seq: int) -> Event:
         return {
-            "id": self.floor_seq,
+            "id": seq,
             "type": "reset",
             "message": (
-                f"Events up to {self.floor_seq} were compacted out of the journal; "
-                "read the queue and the history again, then follow from here."
+                f"The events after the id you gave are not in this journal (from "
+                f"{seq} on they are); read the queue and the history again, then "
+                "follow from here."
             ),
         }
 

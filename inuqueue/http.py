@@ -9,6 +9,7 @@ import orjson
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 
 from inuqueue.errors import InuqueueError
 from inuqueue.journal import JournalWriteFailed
@@ -66,6 +67,13 @@ async def error_middleware(
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, **exc.extra)
+    except RequestPayloadError as exc:
+        return error_response(
+            400,
+            "unreadable_body",
+            f"The body could not be read ({exc.__cause__ or exc}); check its "
+            "Content-Encoding, or send it uncompressed.",
+        )
     except JournalWriteFailed as exc:
         if exc.cause.errno == errno.ENOSPC:
             return error_response(

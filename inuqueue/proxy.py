@@ -6,6 +6,8 @@ what you want, but I am not the one to ask"); anything else comes back unchanged
 
 from __future__ import annotations
 
+import uuid
+
 import aiohttp
 import structlog
 from aiohttp import web
@@ -40,6 +42,11 @@ def is_own_path(path: str) -> bool:
     return path == API_PREFIX or path.startswith(API_PREFIX + "/")
 
 
+# Marks requests this daemon forwarded, so that one pointed at itself notices.
+VIA_HEADER = "X-Inuqueue-Via"
+_INSTANCE = uuid.uuid4().hex
+
+
 def make_proxy_middleware(
     upstream: Upstream, *, teapot: bool, own_auth: bool = False
 ) -> Middleware:
@@ -56,6 +63,19 @@ def make_proxy_middleware(
         unmatched = request.match_info.http_exception is not None
         if not unmatched or is_own_path(request.path):
             return await handler(request)
+        if _INSTANCE in request.headers.getall(VIA_HEADER, ()):
+            return error_response(
+                508,
+                "proxy_loop",
+                f"--upstream {upstream.url} leads back to this inuqueue; point it "
+                "at the webui's own address.",
+            )
+        if any(part in (".", "..") for part in request.path.split("/")):
+            # The webui would resolve these; a queued route must not be reached
+            # around the queue through /sdapi/v1/./txt2img.
+            return error_response(
+                400, "invalid_path", "Send the path without '.' or '..' segments."
+            )
         return await forward(request, upstream, teapot=teapot, own_auth=own_auth)
 
     return proxy_middleware
@@ -81,6 +101,7 @@ async def forward(
         headers.popall("Authorization", None)
     if upstream.auth is not None:
         headers["Authorization"] = upstream.auth
+    headers.add(VIA_HEADER, _INSTANCE)
     data = request.content if request.body_exists else None
     response: web.StreamResponse | None = None
     try:
@@ -98,8 +119,13 @@ async def forward(
                 status = 418
             response = web.StreamResponse(status=status)
             for name, value in answer.headers.items():
-                if name.lower() not in HOP_BY_HOP:
-                    response.headers.add(name, value)
+                if name.lower() in HOP_BY_HOP:
+                    continue
+                if name.lower() == "location" and value.startswith(upstream.url):
+                    # A redirect to the webui's own address would lead the
+                    # client around inuqueue; it stays relative to inuqueue.
+                    value = value[len(upstream.url) :] or "/"
+                response.headers.add(name, value)
             response.headers["X-Upstream-Status"] = str(answer.status)
             await response.prepare(request)
             async for chunk in answer.content.iter_any():

@@ -73,6 +73,7 @@ class TaskQueue:
         self.events.durable_seq = self.journal.durable_seq
         self.journal.on_durable = self.events.durable
         self._work = asyncio.Event()
+        self.stopping = False
         # Replaced by a fresh event after each change; waiters hold the old one.
         self._changed = asyncio.Event()
         # Monotonic start times of running tasks, for elapsed_ms in the log.
@@ -179,10 +180,20 @@ class TaskQueue:
             await self.journal.wait_durable(self.journal.last_seq)
         return self.state
 
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Return once `predicate()` is true; it is checked after every change."""
+    async def wait_until(self, predicate: Callable[[], bool]) -> bool:
+        """Wait until `predicate()` is true (checked after every change) or the
+        daemon stops; returns whether it became true."""
         while not predicate():
+            if self.stopping:
+                return False
             await self._changed.wait()
+        return True
+
+    def begin_stop(self) -> None:
+        """The daemon stops: waiters give up (their tasks stay queued)."""
+        self.stopping = True
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def enqueue(
         self,

@@ -20,10 +20,15 @@ def _url(host: str, port: int) -> str:
 
 
 async def serve_until_stopped(
-    app: web.Application, host: str, port: int, name: str
+    app: web.Application, host: str, port: int, name: str, shutdown_timeout_s: float
 ) -> None:
-    """Start the app on host:port, log where it listens, stop on SIGINT/SIGTERM."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    """Start the app on host:port, log where it listens, stop on SIGINT/SIGTERM.
+
+    A stop waits at most `shutdown_timeout_s` for requests still being answered.
+    """
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout_s
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     try:
@@ -32,7 +37,8 @@ async def serve_until_stopped(
         await runner.cleanup()
         raise ConfigError(
             f"cannot listen on {host}:{port} ({exc.strerror}); another program "
-            "may use the port: pick another with --port"
+            "may use the port, or the address is not this machine's: pick another "
+            "with --port or --host"
         ) from exc
 
     bound_port = port

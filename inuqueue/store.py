@@ -121,14 +121,13 @@ class ImageStore:
             data = await f.read()
         actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         if actual != digest:
-            raise StoreError(
-                None, f"{path} does not hash to its name; the file is damaged"
-            )
+            raise StoreError(f"{path} does not hash to its name; the file is damaged")
         return data
 
     def _put_bytes_sync(self, data: bytes) -> StoredImage:
         digest = hashlib.sha256(data).hexdigest()
         tmp = self._tmp_path()
+        tmp.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("wb") as f:
             f.write(data)
             f.flush()
@@ -217,6 +216,8 @@ class ImageWriter:
         except binascii.Error as exc:
             raise ImageDecodeError(f"an image is not valid base64 ({exc})") from exc
         if self._file is None:
+            # Someone may have removed the directory under a running daemon.
+            self._tmp.parent.mkdir(parents=True, exist_ok=True)
             self._file = self._tmp.open("wb")
             self._head = data[:16]
         self._hash.update(data)

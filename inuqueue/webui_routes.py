@@ -17,7 +17,7 @@ from aiohttp import web
 
 from inuqueue.api import runtime_of, store_inputs
 from inuqueue.errors import StoreError
-from inuqueue.http import ApiError
+from inuqueue.http import API_PREFIX, ApiError
 from inuqueue.runtime import Runtime
 from inuqueue.state import FINAL_STATUSES, Task, TaskType
 from inuqueue.webui_schema import validate_request
@@ -61,6 +61,13 @@ async def _webui_body(request: web.Request) -> dict[str, Any] | web.Response:
         return _webui_json({"detail": [missing]}, 422)
     try:
         body = json.loads(raw)
+    except RecursionError:
+        error: dict[str, Any] = {
+            "loc": ["body"],
+            "msg": "the JSON is nested too deeply",
+            "type": "value_error.jsondecode",
+        }
+        return _webui_json({"detail": [error]}, 422)
     except ValueError as exc:
         position = getattr(exc, "pos", 0)
         error = {
@@ -81,12 +88,14 @@ async def _webui_body(request: web.Request) -> dict[str, Any] | web.Response:
 
 
 @routes.post("/sdapi/v1/txt2img")
+@routes.post("/sdapi/v1/txt2img/")
 async def txt2img(request: web.Request) -> web.StreamResponse:
     """The webui's txt2img, durable."""
     return await _through_queue(request, "txt2img")
 
 
 @routes.post("/sdapi/v1/img2img")
+@routes.post("/sdapi/v1/img2img/")
 async def img2img(request: web.Request) -> web.StreamResponse:
     """The webui's img2img, durable."""
     return await _through_queue(request, "img2img")
@@ -111,7 +120,14 @@ async def _through_queue(request: web.Request, kind: TaskType) -> web.StreamResp
     key = request.headers.get("Idempotency-Key") or None
     enqueued = await runtime.queue.enqueue(kind, body, idempotency_key=key)
     task = enqueued.task
-    await runtime.queue.wait_until(lambda: task.status in FINAL_STATUSES)
+    if not await runtime.queue.wait_until(lambda: task.status in FINAL_STATUSES):
+        detail = (
+            f"inuqueue is stopping; task {task.task_id} stays queued and runs after "
+            f"the restart (GET {API_PREFIX}/task/{task.task_id}/results)"
+        )
+        response = _webui_error(503, detail)
+        response.headers[TASK_ID_HEADER] = task.task_id
+        return response
     return await _answer(request, runtime, task)
 
 
@@ -120,6 +136,13 @@ async def _answer(
 ) -> web.StreamResponse:
     """What the webui would have answered for this task."""
     error = task.error or {}
+    if task.status == "cancelled":
+        # The webui never cancels; an empty 200 would hide it, so it is an error.
+        refusal = _webui_error(
+            409, f"task {task.task_id} was cancelled in inuqueue before it ran"
+        )
+        refusal.headers[TASK_ID_HEADER] = task.task_id
+        return refusal
     if task.status == "failed":
         if error.get("reason") == "webui_error" and "status" in error:
             return _webui_json(error.get("body"), int(error["status"]), task)

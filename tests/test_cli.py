@@ -72,3 +72,28 @@ def test_an_upstream_that_is_not_a_url_is_refused(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "http://" in result.stderr
+
+
+def test_values_out_of_range_are_usage_errors(tmp_path: Path) -> None:
+    for flags in (
+        ["--max-attempts", "0"],
+        ["--max-body-bytes", "-5"],
+        ["--shutdown-grace-s", "-1"],
+        ["--data", ""],
+    ):
+        result = _inuqueue("serve", "--port", "0", *flags)
+        assert result.returncode == 2, flags
+        assert result.stderr.strip(), flags
+
+
+def test_credentials_in_the_upstream_url_are_moved_out_of_it() -> None:
+    from inuqueue.cli import split_credentials
+
+    assert split_credentials("http://alice:pw@127.0.0.1:7860", None) == (
+        "http://127.0.0.1:7860",
+        "alice:pw",
+    )
+    assert split_credentials("http://127.0.0.1:7860", "bob:x") == (
+        "http://127.0.0.1:7860",
+        "bob:x",
+    )

@@ -194,6 +194,24 @@ async def test_a_client_older_than_the_snapshot_is_told_to_reread(
     assert "read the queue" in orjson.loads(fields["data"])["message"]
 
 
+async def test_a_client_from_another_journal_is_told_to_reread(
+    daemon: Daemon,
+) -> None:
+    await daemon.wait_status(await daemon.enqueue(), "done")
+    response = await daemon.client.get(
+        f"{API}/events", headers={"Last-Event-ID": "99999"}
+    )
+    fields = {}
+    while "data" not in fields:
+        line = (await response.content.readline()).decode().strip()
+        if ": " in line:
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    response.close()
+
+    assert (fields["event"], fields["id"]) == ("reset", "3")
+
+
 class Crash(BaseException):
     """The process dies here: nothing after this step happens."""
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 import structlog
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
@@ -151,3 +153,48 @@ async def test_a_task_cancelled_while_the_webui_is_down_is_never_sent(
     assert kept["attempts"] == 1
     assert [body["prompt"] for _, body in app[STANDIN].requests] == ["kept"]
     await daemon.stop()
+
+
+async def test_a_webui_that_says_not_now_gets_the_task_again_later(
+    daemon: Daemon, standin: StandinHandle
+) -> None:
+    standin.state.fail_next(1, status=503)
+
+    task = await daemon.wait_status(await daemon.enqueue(), "done")
+
+    assert task["attempts"] == 1
+    assert len(standin.state.requests) == 2
+
+
+async def test_a_fault_of_inuqueue_s_own_does_not_stop_the_queue(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await daemon.restart(storage_retry_s=0.01)
+    consumer = daemon.runtime.consumer
+    assert consumer is not None
+    real_finish = consumer._finish
+    calls = []
+
+    async def finish_once_broken(task: Any, answer: Any) -> None:
+        calls.append(task.task_id)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        await real_finish(task, answer)
+
+    monkeypatch.setattr(consumer, "_finish", finish_once_broken)
+
+    task = await daemon.wait_status(await daemon.enqueue(), "done")
+
+    assert task["attempts"] == 2
+
+
+async def test_an_image_directory_removed_under_the_daemon_comes_back(
+    daemon: Daemon,
+) -> None:
+    import shutil
+
+    shutil.rmtree(daemon.config.data_dir / "images")
+
+    task = await daemon.wait_status(await daemon.enqueue(), "done")
+
+    assert daemon.runtime.store.exists(task["images"][0]["digest"])

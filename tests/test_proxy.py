@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
+from inuqueue.app import create_app
 from inuqueue.config import Config
 from tests.conftest import Daemon, StandinHandle, free_port, tiny_png
 
@@ -168,3 +169,59 @@ async def test_a_webui_that_does_not_answer_in_time_is_a_504(
     assert (await response.json())["error"] == "upstream_timeout"
     standin.state.delay_ms = 0
     await daemon.stop()
+
+
+async def test_a_redirect_to_the_webui_stays_with_inuqueue(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    async def moved(request: web.Request) -> web.Response:
+        own = str(request.url.origin())
+        return web.Response(status=307, headers={"Location": own + "/elsewhere?x=1"})
+
+    upstream = web.Application()
+    upstream.router.add_get("/old", moved)
+    server = await aiohttp_server(upstream)
+    config = Config(upstream=str(server.make_url("")).rstrip("/"), data_dir=tmp_path)
+    daemon = Daemon(aiohttp_client, config)
+    await daemon.start()
+
+    response = await daemon.client.get("/old", allow_redirects=False)
+
+    assert response.status == 307
+    assert response.headers["Location"] == "/elsewhere?x=1"
+    await daemon.stop()
+
+
+async def test_dot_segments_cannot_reach_around_the_queue(
+    daemon: Daemon, standin: StandinHandle
+) -> None:
+    server = daemon.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(
+        b"POST /sdapi/v1/./txt2img HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"Connection: close\r\n\r\n{}"
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b"invalid_path" in answer
+    assert standin.state.requests == []
+
+
+async def test_an_upstream_pointing_back_at_inuqueue_is_a_loop_error(
+    aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = Config(upstream=f"http://127.0.0.1:{port}", data_dir=tmp_path / "d")
+    await aiohttp_server(create_app(config), port=port)
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/sdapi/v1/sd-models") as response,
+    ):
+        body = await response.json()
+
+    assert response.status == 508
+    assert body["error"] == "proxy_loop"

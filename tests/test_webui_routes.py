@@ -168,3 +168,45 @@ async def test_the_body_webuiapi_sends_is_queued_as_it_is(
     assert response.status == 200
     sent = standin.state.requests[-1][1]
     assert {key: sent[key] for key in body} == {**body, "send_images": True}
+
+
+async def test_a_waiting_client_is_answered_when_the_daemon_stops(
+    daemon: Daemon, standin: StandinHandle
+) -> None:
+    await daemon.client.post(f"{API}/queue/pause")
+    url = str(daemon.client.make_url("/sdapi/v1/txt2img"))
+    async with aiohttp.ClientSession() as own_session:
+        waiting = asyncio.create_task(own_session.post(url, json={"prompt": "later"}))
+        queue = daemon.runtime.queue
+        await queue.wait_until(lambda: len(queue.state.pending) == 1)
+
+        stopping = asyncio.create_task(daemon.stop())
+        response = await waiting
+        body = await response.json()
+        await stopping
+
+    assert response.status == 503
+    task_id = response.headers["X-Inuqueue-Task-Id"]
+    assert "stays queued" in body["detail"]
+    await daemon.start()
+    assert daemon.runtime.queue.state.tasks[task_id].status == "pending"
+
+
+async def test_a_task_cancelled_while_its_client_waits_is_an_error_for_it(
+    daemon: Daemon, standin: StandinHandle
+) -> None:
+    standin.state.hold()
+    await daemon.enqueue()
+    await standin.state.wait_generations(1)
+    waiting = asyncio.create_task(daemon.client.post("/sdapi/v1/txt2img/", json={}))
+    queue = daemon.runtime.queue
+    await queue.wait_until(lambda: len(queue.state.pending) == 1)
+    (task_id,) = [key[2] for key in queue.state.pending]
+
+    await daemon.client.delete(f"{API}/task/{task_id}")
+    response = await waiting
+
+    assert response.status == 409
+    assert response.headers["X-Inuqueue-Task-Id"] == task_id
+    assert "cancelled" in (await response.json())["detail"]
+    standin.state.release()
