@@ -75,6 +75,7 @@ class EventHub:
 
     def __init__(self, journal_path: Path, ring_events: int = RING_EVENTS) -> None:
         self.journal_path = journal_path
+        self.ring_size = ring_events
         self._ring: deque[Event] = deque(maxlen=ring_events)
         self.durable_seq = 0
         # Events up to this seq were compacted away (0: the journal has them all).

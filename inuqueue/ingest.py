@@ -30,6 +30,15 @@ _CONTAINER_SPECIAL = re.compile(rb'["\\{}\[\]]')
 _SCALAR_END = re.compile(rb"[,}\s]")
 
 
+def _first_of(chunk: bytes, start: int, one: bytes, other: bytes) -> int:
+    """Index of the first `one` or `other` from `start`, or len(chunk)."""
+    a = chunk.find(one, start)
+    b = chunk.find(other, start)
+    if a < 0:
+        return b if b >= 0 else len(chunk)
+    return a if b < 0 or a < b else b
+
+
 class AnswerMalformed(InuqueueError, ValueError):
     """The webui's answer is not the JSON object a generation returns."""
 
@@ -91,11 +100,12 @@ class AnswerParser:
     def _step(self, chunk: bytes, i: int, events: list[tuple[Event, bytes]]) -> int:
         state = self._state
         if state is _S.IMAGE:
-            match = _STRING_SPECIAL.search(chunk, i)
-            end = match.start() if match else len(chunk)
+            # bytes.find runs at memory speed, a regex scan at a fraction of it,
+            # and this loop sees every byte of every image.
+            end = _first_of(chunk, i, b'"', b"\\")
             if end > i:
                 events.append((Event.IMAGE_DATA, chunk[i:end]))
-            if match is None:
+            if end == len(chunk):
                 return end
             if chunk[end] == 0x22:  # closing quote
                 events.append((Event.IMAGE_END, b""))

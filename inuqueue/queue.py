@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -20,7 +22,7 @@ from typing import Any
 import structlog
 
 from inuqueue.errors import InuqueueError, JournalCorrupt, JournalError
-from inuqueue.events import EventHub
+from inuqueue.events import SNAPSHOT_OPS, EventHub
 from inuqueue.journal import JOURNAL_NAME, Journal, JournalReader, Record
 from inuqueue.state import FINAL_STATUSES, QueueState, StateError, Task, TaskType
 
@@ -81,12 +83,29 @@ class TaskQueue:
 
     def _replay(self, reader: JournalReader) -> None:
         lineno = 0
+        # Only the newest records become events the ring keeps; the rest would be
+        # built and thrown away.
+        recent: deque[Record] = deque(maxlen=self.events.ring_size)
+        # A replay builds a large, long-lived state: the cyclic collector would
+        # walk all of it again and again for nothing (half the replay time).
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             for lineno, record in enumerate(reader.records(), start=1):  # noqa: B007
                 self.state.apply(record)
-                self.events.add(record)
+                if record["op"] in SNAPSHOT_OPS:
+                    self.events.add(record)
+                else:
+                    recent.append(record)
         except StateError as exc:
             raise JournalCorrupt(reader.path, lineno, str(exc)) from exc
+        finally:
+            if collecting:
+                gc.enable()
+        # What replay built lives as long as the daemon: keep it out of collections.
+        gc.freeze()
+        for record in recent:
+            self.events.add(record)
         log.info(
             "journal.replayed",
             path=str(reader.path),
@@ -301,8 +320,13 @@ class TaskQueue:
         images: list[dict[str, Any]] | None = None,
         info: Any = None,
         error: dict[str, Any] | None = None,
-    ) -> None:
-        """Journal the task's outcome; its images are already durable."""
+        start_next: bool = False,
+    ) -> Task | None:
+        """Journal the task's outcome; its images are already durable.
+
+        With `start_next`, the next task's `start` goes into the same fsync (the
+        consumer's next step anyway), and that task is returned, started.
+        """
         fields = {
             "task_id": task.task_id,
             "status": status,
@@ -312,6 +336,11 @@ class TaskQueue:
         }
         elapsed_ms = self._elapsed_ms(task)
         record, _ = self._commit("finish", fields)
+        following = None
+        if start_next and not self.stopping and not self.state.paused:
+            following = self.state.next_pending()
+        if following is not None:
+            record, _ = self._commit("start", {"task_id": following.task_id})
         await self.journal.wait_durable(record["seq"])
         self._started_mono.pop(task.task_id, None)
         event = "task.done" if status == "done" else f"task.{status}"
@@ -324,6 +353,12 @@ class TaskQueue:
             elapsed_ms=elapsed_ms,
             error=(error or {}).get("reason"),
         )
+        if following is not None:
+            self._started_mono[following.task_id] = time.monotonic()
+            log.info(
+                "task.started", task_id=following.task_id, attempt=following.attempts
+            )
+        return following
 
     def _elapsed_ms(self, task: Task) -> int | None:
         started = self._started_mono.get(task.task_id)

@@ -81,8 +81,12 @@ class Task:
         """Every stored image the task points at: its inputs and its results."""
         for image in self.images:
             yield image["digest"]
+        if self.type != "img2img":
+            # A txt2img body may carry any keys; only img2img inputs are stored.
+            return
+        inits = self.request.get("init_images")
         for value in [
-            *(self.request.get("init_images") or []),
+            *(inits if isinstance(inits, list) else []),
             self.request.get("mask"),
         ]:
             if isinstance(value, dict) and isinstance(value.get("digest"), str):

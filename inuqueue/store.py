@@ -147,10 +147,17 @@ class ImageStore:
                 # A fresh time keeps a reused image out of reach of collection.
                 os.utime(final)
             else:
-                final.parent.mkdir(parents=True, exist_ok=True)
+                self._make_fanout_dirs(final.parent)
                 os.replace(tmp, final)
                 fsync_dir(final.parent)
         return StoredImage(digest=digest, bytes=size, content_type=ctype)
+
+    def _make_fanout_dirs(self, leaf: Path) -> None:
+        """Create images/ab/cd as needed; each new entry is made durable."""
+        for directory in (leaf.parent, leaf):
+            if not directory.is_dir():
+                directory.mkdir(exist_ok=True)
+                fsync_dir(directory.parent)
 
     def remove_if_idle(self, digest: str, idle_s: float) -> bool:
         """Delete an image not written or reused for `idle_s`; whether it went."""

@@ -96,3 +96,17 @@ def test_records_that_do_not_fit_the_state_are_refused(
     fold.enqueue("a")
     with pytest.raises(StateError):
         fold.apply(op, **fields)
+
+
+def test_a_txt2img_body_with_stray_image_keys_points_at_no_image() -> None:
+    # Found by schemathesis: a float where img2img would have a list of images.
+    fold = Folder()
+    task = {
+        "task_id": "a",
+        "type": "txt2img",
+        "request": {"init_images": 1.5, "mask": {"digest": 7}},
+    }
+    fold.apply("enqueue", task=task)
+
+    assert list(fold.state.tasks["a"].digests()) == []
+    assert fold.state.image_refs == {}
