@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 UPSTREAM ?= http://127.0.0.1:7860
 
-.PHONY: test demo run standin lint format clean
+.PHONY: test demo run standin lint format bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,13 @@ test: $(STAMP) lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check inuqueue tests
-	$(BIN)/ruff check inuqueue tests
+	$(BIN)/ruff format --check inuqueue tests bench
+	$(BIN)/ruff check inuqueue tests bench
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format inuqueue tests
-	$(BIN)/ruff check --fix inuqueue tests
+	$(BIN)/ruff format inuqueue tests bench
+	$(BIN)/ruff check --fix inuqueue tests bench
 
 demo: $(STAMP)
 	$(BIN)/inuqueue demo
@@ -33,6 +33,10 @@ run: $(STAMP)
 
 standin: $(STAMP)
 	$(BIN)/inuqueue standin
+
+# The performance figures against baselines of the same run (bench/README.md).
+bench: $(STAMP)
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
