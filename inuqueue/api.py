@@ -20,7 +20,7 @@ from inuqueue.store import (
     sniff_content_type,
 )
 from inuqueue.views import image_view, task_url, task_view
-from inuqueue.webui_schema import validate_request
+from inuqueue.webui_schema import request_errors
 
 routes = web.RouteTableDef()
 
@@ -163,14 +163,14 @@ def _pop_typed(body: dict[str, Any], field: str, kind: type) -> Any:
 
 def _check_webui_fields(kind: TaskType, body: dict[str, Any]) -> None:
     """Refuse a body the webui would refuse with a 422, before it is queued."""
-    result = validate_request(kind, body)
-    if not result.errors:
+    errors = request_errors(kind, body)
+    if not errors:
         return
 
-    fields = [".".join(str(part) for part in e["loc"][1:]) for e in result.errors]
+    fields = [".".join(str(part) for part in e["loc"][1:]) for e in errors]
     described = "; ".join(
         f"{field or 'body'}: {error['msg']}"
-        for field, error in zip(fields, result.errors, strict=True)
+        for field, error in zip(fields, errors, strict=True)
     )
     raise ApiError(
         422,
@@ -178,7 +178,7 @@ def _check_webui_fields(kind: TaskType, body: dict[str, Any]) -> None:
         f"The webui would refuse this {kind} request ({described}). Fix the "
         "field's type and send it again.",
         field=fields[0],
-        detail=result.errors,
+        detail=errors,
     )
 
 

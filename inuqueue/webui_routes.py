@@ -20,7 +20,7 @@ from inuqueue.errors import StoreError
 from inuqueue.http import API_PREFIX, ApiError
 from inuqueue.runtime import Runtime
 from inuqueue.state import FINAL_STATUSES, Task, TaskType
-from inuqueue.webui_schema import validate_request
+from inuqueue.webui_schema import request_errors, validate_request
 
 routes = web.RouteTableDef()
 
@@ -106,9 +106,9 @@ async def _through_queue(request: web.Request, kind: TaskType) -> web.StreamResp
     body = await _webui_body(request)
     if isinstance(body, web.Response):
         return body
-    result = validate_request(kind, body)
-    if result.errors:
-        return _webui_json({"detail": result.errors}, 422)
+    errors = request_errors(kind, body)
+    if errors:
+        return _webui_json({"detail": errors}, 422)
     if kind == "img2img":
         if body.get("init_images") is None:
             return _webui_error(404, "Init image not found")

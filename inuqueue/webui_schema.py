@@ -215,9 +215,17 @@ class ValidationResult:
 
 
 def validate_fields(
-    fields: Mapping[str, FieldSpec], body: object, loc_prefix: Loc = ("body",)
+    fields: Mapping[str, FieldSpec],
+    body: object,
+    loc_prefix: Loc = ("body",),
+    *,
+    fill_defaults: bool = True,
 ) -> ValidationResult:
-    """Validate a JSON body against ``fields`` the way FastAPI + pydantic v1 would."""
+    """Validate a JSON body against ``fields`` the way FastAPI + pydantic v1 would.
+
+    Without ``fill_defaults`` only the errors are wanted: absent fields are not
+    filled in, which spares a copy of every default.
+    """
     if body is None:
         missing = _error(loc_prefix, "field required", "value_error.missing")
         return ValidationResult({}, [missing])
@@ -234,8 +242,9 @@ def validate_fields(
             if spec.required:
                 errors.append(_error(loc, "field required", "value_error.missing"))
                 continue
-            # pydantic v1 copies defaults, so a request never shares a mutable one.
-            values[name] = copy.deepcopy(spec.default)
+            if fill_defaults:
+                # pydantic v1 copies defaults: a request never shares a mutable one.
+                values[name] = copy.deepcopy(spec.default)
             continue
         value, field_errors = spec.coerce(raw[name], loc)
         values[name] = value
@@ -246,6 +255,11 @@ def validate_fields(
 def validate_request(kind: Kind, body: object) -> ValidationResult:
     """Validate a txt2img or img2img body: unknown keys dropped, values coerced."""
     return validate_fields(FIELDS[kind], body)
+
+
+def request_errors(kind: Kind, body: object) -> list[dict[str, Any]]:
+    """The errors `validate_request` would find, without building the values."""
+    return validate_fields(FIELDS[kind], body, fill_defaults=False).errors
 
 
 def _nullable(type_name: TypeName, default: Any = None) -> FieldSpec:

@@ -341,3 +341,18 @@ def test_override_settings_keys_become_strings() -> None:
     values = validate_request("txt2img", {"override_settings": [[1, "x"]]}).values
 
     assert values["override_settings"] == {"1": "x"}
+
+
+def test_the_errors_alone_are_those_of_the_full_validation() -> None:
+    from inuqueue.webui_schema import request_errors
+
+    bodies: list[object] = [
+        {},
+        {"steps": "many", "width": None, "script_args": None, "styles": "x"},
+        [1, 2],
+        None,
+        {"init_images": "not a list", "mask": 5},
+    ]
+    for kind in ("txt2img", "img2img"):
+        for body in bodies:
+            assert request_errors(kind, body) == validate_request(kind, body).errors
