@@ -104,16 +104,30 @@ class Daemon:
         return task
 
 
+def quick_config(upstream: str, data_dir: Path, **overrides: Any) -> Config:
+    """Settings for a daemon under test: quick retries, no grace at a stop."""
+    settings: dict[str, Any] = {
+        "retry_initial_s": 0.01,
+        "retry_max_s": 0.05,
+        "shutdown_grace_s": 0.0,
+        **overrides,
+    }
+    return Config(upstream=upstream, data_dir=data_dir, **settings)
+
+
+async def started_daemon(
+    aiohttp_client: AiohttpClient, upstream: str, data_dir: Path, **overrides: Any
+) -> Daemon:
+    """A started daemon in front of `upstream` (the caller stops it)."""
+    daemon = Daemon(aiohttp_client, quick_config(upstream, data_dir, **overrides))
+    await daemon.start()
+    return daemon
+
+
 @pytest.fixture
 def daemon_config(standin: StandinHandle, tmp_path: Path) -> Config:
     """Settings for a daemon in front of the stand-in, with quick retries."""
-    return Config(
-        upstream=standin.url,
-        data_dir=tmp_path / "data",
-        retry_initial_s=0.01,
-        retry_max_s=0.05,
-        shutdown_grace_s=0.0,
-    )
+    return quick_config(standin.url, tmp_path / "data")
 
 
 @pytest.fixture

@@ -174,6 +174,18 @@ async def test_a_journal_past_its_threshold_is_compacted_by_itself(
     assert set(daemon.runtime.queue.state.tasks) == set(ids)
 
 
+async def _first_event(response: Any) -> dict[str, str]:
+    """The fields of the first event on a stream, which is then closed."""
+    fields: dict[str, str] = {}
+    while "data" not in fields:
+        line = (await response.content.readline()).decode().strip()
+        if ": " in line:
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    response.close()
+    return fields
+
+
 async def test_a_client_older_than_the_snapshot_is_told_to_reread(
     daemon: Daemon,
 ) -> None:
@@ -182,13 +194,7 @@ async def test_a_client_older_than_the_snapshot_is_told_to_reread(
     await daemon.restart()
 
     response = await daemon.client.get(f"{API}/events", headers={"Last-Event-ID": "1"})
-    fields = {}
-    while "data" not in fields:
-        line = (await response.content.readline()).decode().strip()
-        if ": " in line:
-            name, _, value = line.partition(": ")
-            fields[name] = value
-    response.close()
+    fields = await _first_event(response)
 
     assert fields["event"] == "reset"
     assert "read the queue" in orjson.loads(fields["data"])["message"]
@@ -201,13 +207,7 @@ async def test_a_client_from_another_journal_is_told_to_reread(
     response = await daemon.client.get(
         f"{API}/events", headers={"Last-Event-ID": "99999"}
     )
-    fields = {}
-    while "data" not in fields:
-        line = (await response.content.readline()).decode().strip()
-        if ": " in line:
-            name, _, value = line.partition(": ")
-            fields[name] = value
-    response.close()
+    fields = await _first_event(response)
 
     assert (fields["event"], fields["id"]) == ("reset", "3")
 

@@ -12,7 +12,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from inuqueue.config import Config
 from inuqueue.standin import STANDIN, StandinConfig, create_standin_app
-from tests.conftest import API, Daemon, StandinHandle, free_port
+from tests.conftest import API, Daemon, StandinHandle, free_port, started_daemon
 
 
 async def test_a_webui_error_fails_the_task_and_the_queue_goes_on(
@@ -77,15 +77,9 @@ async def test_tasks_wait_while_the_webui_is_down_and_run_when_it_is_up(
     aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
 ) -> None:
     port = free_port()
-    config = Config(
-        upstream=f"http://127.0.0.1:{port}",
-        data_dir=tmp_path / "data",
-        retry_initial_s=0.01,
-        retry_max_s=0.02,
-        shutdown_grace_s=0.0,
+    daemon = await started_daemon(
+        aiohttp_client, f"http://127.0.0.1:{port}", tmp_path / "data"
     )
-    daemon = Daemon(aiohttp_client, config)
-    await daemon.start()
     with structlog.testing.capture_logs() as logs:
         task_id = await daemon.enqueue()
         queue = daemon.runtime.queue
@@ -131,15 +125,9 @@ async def test_a_task_cancelled_while_the_webui_is_down_is_never_sent(
     aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
 ) -> None:
     port = free_port()
-    config = Config(
-        upstream=f"http://127.0.0.1:{port}",
-        data_dir=tmp_path / "data",
-        retry_initial_s=0.01,
-        retry_max_s=0.02,
-        shutdown_grace_s=0.0,
+    daemon = await started_daemon(
+        aiohttp_client, f"http://127.0.0.1:{port}", tmp_path / "data"
     )
-    daemon = Daemon(aiohttp_client, config)
-    await daemon.start()
     cancelled = await daemon.enqueue({"prompt": "cancelled"})
     queue = daemon.runtime.queue
     await queue.wait_until(lambda: daemon.runtime.upstream.reachable is False)

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from inuqueue.config import Config
-from tests.conftest import Daemon, StandinHandle
+from tests.conftest import Daemon, StandinHandle, started_daemon
 from tests.faultproxy import FaultProxy
 
 
@@ -27,15 +26,9 @@ async def faulty(
     aiohttp_client: AiohttpClient, proxy: FaultProxy, tmp_path: Path
 ) -> AsyncIterator[Daemon]:
     """A daemon whose webui is reached through the fault proxy."""
-    config = Config(
-        upstream=f"http://127.0.0.1:{proxy.port}",
-        data_dir=tmp_path / "data",
-        retry_initial_s=0.01,
-        retry_max_s=0.05,
-        shutdown_grace_s=0.0,
+    daemon = await started_daemon(
+        aiohttp_client, f"http://127.0.0.1:{proxy.port}", tmp_path / "data"
     )
-    daemon = Daemon(aiohttp_client, config)
-    await daemon.start()
     yield daemon
     await daemon.stop()
 
@@ -99,15 +92,13 @@ async def test_a_slow_webui_is_waited_for(faulty: Daemon, proxy: FaultProxy) -> 
 async def test_a_webui_silent_past_the_read_timeout_counts_as_broken(
     aiohttp_client: AiohttpClient, proxy: FaultProxy, tmp_path: Path
 ) -> None:
-    config = Config(
-        upstream=f"http://127.0.0.1:{proxy.port}",
-        data_dir=tmp_path / "data",
+    daemon = await started_daemon(
+        aiohttp_client,
+        f"http://127.0.0.1:{proxy.port}",
+        tmp_path / "data",
         generation_read_timeout_s=0.05,
         max_attempts=2,
-        shutdown_grace_s=0.0,
     )
-    daemon = Daemon(aiohttp_client, config)
-    await daemon.start()
     proxy.faults.delay_s = 0.5
 
     task = await daemon.wait_status(await daemon.enqueue(), "failed")

@@ -123,18 +123,25 @@ async def test_hop_by_hop_headers_and_host_are_not_forwarded(
     await daemon.stop()
 
 
-async def test_an_absolute_url_cannot_steer_the_proxy_elsewhere(
-    daemon: Daemon, standin: StandinHandle
-) -> None:
+async def _raw_request(daemon: Daemon, request: bytes) -> bytes:
+    """Send bytes as they are (no client normalises them) and read the answer."""
     server = daemon.client.server
     reader, writer = await asyncio.open_connection(server.host, server.port)
-    writer.write(
-        b"GET http://203.0.113.9:7860/sdapi/v1/samplers HTTP/1.1\r\n"
-        b"Host: 203.0.113.9:7860\r\nConnection: close\r\n\r\n"
-    )
+    writer.write(request)
     await writer.drain()
     answer = await reader.read()
     writer.close()
+    return answer
+
+
+async def test_an_absolute_url_cannot_steer_the_proxy_elsewhere(
+    daemon: Daemon, standin: StandinHandle
+) -> None:
+    answer = await _raw_request(
+        daemon,
+        b"GET http://203.0.113.9:7860/sdapi/v1/samplers HTTP/1.1\r\n"
+        b"Host: 203.0.113.9:7860\r\nConnection: close\r\n\r\n",
+    )
 
     assert answer.startswith(b"HTTP/1.1 418")
     assert b'"DPM++ 2M"' in answer
@@ -195,15 +202,11 @@ async def test_a_redirect_to_the_webui_stays_with_inuqueue(
 async def test_dot_segments_cannot_reach_around_the_queue(
     daemon: Daemon, standin: StandinHandle
 ) -> None:
-    server = daemon.client.server
-    reader, writer = await asyncio.open_connection(server.host, server.port)
-    writer.write(
+    answer = await _raw_request(
+        daemon,
         b"POST /sdapi/v1/./txt2img HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-        b"Connection: close\r\n\r\n{}"
+        b"Connection: close\r\n\r\n{}",
     )
-    await writer.drain()
-    answer = await reader.read()
-    writer.close()
 
     assert answer.startswith(b"HTTP/1.1 400")
     assert b"invalid_path" in answer
