@@ -6,9 +6,16 @@ import asyncio
 import base64
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 
+from inuqueue.checkpoints import (
+    CheckpointUnknown,
+    fetch_models,
+    match_checkpoint,
+    set_checkpoint,
+)
 from inuqueue.errors import ImageDecodeError, StoreError
 from inuqueue.http import API_PREFIX, ApiError, json_response
 from inuqueue.runtime import RUNTIME, Runtime
@@ -60,10 +67,14 @@ async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
     checkpoint = _pop_typed(body, "checkpoint", str)
     _check_webui_fields(kind, body)
 
+    unresolved = None
     if checkpoint is not None:
-        settings = dict(body.get("override_settings") or {})
-        settings["sd_model_checkpoint"] = checkpoint
-        body["override_settings"] = settings
+        title = await _resolve_checkpoint(runtime, checkpoint)
+        if title is None:
+            # The webui cannot be asked now: the name is resolved when it starts.
+            unresolved = checkpoint
+        else:
+            set_checkpoint(body, title)
     if kind == "img2img":
         await store_inputs(body, runtime.store)
 
@@ -74,6 +85,7 @@ async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
         name=name,
         priority=priority or 0,
         idempotency_key=key,
+        checkpoint=unresolved,
     )
     task_id = enqueued.task.task_id
     payload = {
@@ -86,6 +98,24 @@ async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
         status=202 if enqueued.created else 200,
         headers={"Location": task_url(task_id)},
     )
+
+
+async def _resolve_checkpoint(runtime: Runtime, name: str) -> str | None:
+    """The checkpoint's title, None if the webui cannot be asked, 422 if unknown."""
+    try:
+        models = await fetch_models(runtime.upstream)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    try:
+        return match_checkpoint(models, name)
+    except CheckpointUnknown as exc:
+        raise ApiError(
+            422,
+            "unknown_checkpoint",
+            str(exc),
+            field="checkpoint",
+            close_matches=exc.close,
+        ) from None
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

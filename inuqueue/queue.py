@@ -223,6 +223,7 @@ class TaskQueue:
         priority: int = 0,
         idempotency_key: str | None = None,
         requeued_from: str | None = None,
+        checkpoint: str | None = None,
     ) -> Enqueued:
         """Add a task; with a known idempotency key, return the original instead."""
         if idempotency_key is not None:
@@ -243,6 +244,8 @@ class TaskQueue:
         }
         if requeued_from is not None:
             spec["requeued_from"] = requeued_from
+        if checkpoint is not None:
+            spec["checkpoint"] = checkpoint
         record, task = self._commit("enqueue", {"task": spec})
         # What the acknowledged record made of the task; the consumer may start it
         # before the fsync returns.
@@ -434,6 +437,7 @@ class TaskQueue:
             name=task.name,
             priority=task.priority,
             requeued_from=task.task_id,
+            checkpoint=task.checkpoint,
         )
 
     async def requeue_failed(self) -> list[str]:
