@@ -4,7 +4,10 @@ On-disk format
 --------------
 ``<data>/journal.jsonl`` holds UTF-8 JSON lines, one record each, for example::
 
-    {"seq":17,"ts":"2026-12-04T12:00:00.123Z","op":"start","task_id":"…","crc":"1c291ca3"}
+    {"seq":17,"ts":"2026-12-04T12:00:00.123Z","op":"start","task_id":"…",
+     "crc":"1c291ca3"}
+
+(one line on disk; folded here).
 
 ``seq``
     1, 2, 3, … without a gap. Replay refuses a line whose seq is not the one before

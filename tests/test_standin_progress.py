@@ -269,7 +269,7 @@ async def test_default_task_ids_have_the_webui_form(client: Client) -> None:
 
     assert current is not None
     assert current.startswith("task(txt2img-") and current.endswith(")")
-    assert len(current) == len("task(txt2img-XXXXXXX)")
+    assert len(current) == len("task(txt2img-") + 7 + len(")")
 
 
 async def test_interrupt_returns_200_with_the_partial_batch(client: Client) -> None:

@@ -60,7 +60,7 @@ def _sent_keys(body: object) -> set[str]:
 
 
 def create_task_id(kind: str) -> str:
-    """The default id of a request in /internal/progress: task(txt2img-XXXXXXX)."""
+    """The default id of a request in /internal/progress: task(txt2img-ABC1234)."""
     suffix = "".join(random.choices(TASK_ID_ALPHABET, k=TASK_ID_LENGTH))
     return f"task({kind}-{suffix})"
 

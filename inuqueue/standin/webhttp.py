@@ -255,7 +255,8 @@ async def _send_then_drop(
     deadline = time.monotonic() + DROP_FLUSH_TIMEOUT_S
     # Aborting discards unsent bytes, so let the kernel take them first.
     # The transport has no flush event to await, hence the short poll.
-    while transport.get_write_buffer_size() and time.monotonic() < deadline:  # noqa: ASYNC110
+    pending = transport.get_write_buffer_size
+    while pending() and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.001)
     transport.abort()
     return response
