@@ -27,16 +27,18 @@ def is_loopback(host: str) -> bool:
 
 def make_token_middleware(token: str) -> Middleware:
     """A middleware that answers 401 unless the request carries the token."""
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
 
     @web.middleware
     async def require_token(
         request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "")
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if request.path in _QUERY_TOKEN_PATHS and "access_token" in request.query:
-            given = f"Bearer {request.query['access_token']}"
-        if not hmac.compare_digest(given.encode(), expected):
+            scheme, given = "bearer", request.query["access_token"]
+        # The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
+        valid = scheme.lower() == "bearer"
+        if not (hmac.compare_digest(given.strip().encode(), expected) and valid):
             response = error_response(
                 401,
                 "unauthorized",

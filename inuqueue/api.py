@@ -145,7 +145,8 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise ApiError(
             400,
             "invalid_json",
-            f"The body is a JSON {type(body).__name__}; send a JSON object.",
+            f"The body is {_JSON_NAMES.get(type(body), 'not an object')}; send a "
+            "JSON object.",
         )
     return body
 
@@ -166,6 +167,7 @@ def _idempotency_key(request: web.Request) -> str | None:
 _TYPE_NAMES = {str: "a string", int: "an integer"}
 _JSON_NAMES = {
     float: "a number with a fraction (or too large)",
+    type(None): "null",
     bool: "true/false",
     list: "a list",
     dict: "an object",
@@ -362,7 +364,8 @@ async def _read_image(store: ImageStore, digest: str) -> bytes:
         raise ApiError(
             500,
             "image_damaged",
-            f"{exc}. It is not served; queue the task again to make it anew.",
+            f"{exc}. It is not served: run 'inuqueue store verify' to set damaged "
+            "images aside, and requeue the task to make it anew.",
         ) from None
 
 

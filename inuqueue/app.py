@@ -137,6 +137,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         _compact_when_due(queue, collector), name="compactor"
     )
     log.info("daemon.started", data=str(config.data_dir), upstream=config.upstream)
+    if not queue.state.tasks and any(store.digests()):
+        log.warning(
+            "journal.empty_beside_images",
+            data=str(config.data_dir),
+            advice="the journal holds no task but the store has images: if the "
+            "journal was lost, stop and restore it; the images are kept",
+        )
     if config.token is None and not is_loopback(config.host):
         log.warning(
             "daemon.open_to_the_network",

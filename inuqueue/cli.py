@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -56,8 +57,8 @@ def _at_least(minimum: float, convert: Callable[[str], Any]) -> Callable[[str], 
 
     def check(raw: str) -> Any:
         value = convert(raw)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{raw} is below {minimum}")
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"{raw} is not a number from {minimum}")
         return value
 
     check.__name__ = convert.__name__
@@ -274,7 +275,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
     if args.command == "serve":
-        problem = _upstream_problem(args.upstream) or _data_problem(args.data)
+        problem = (
+            _upstream_problem(args.upstream)
+            or _data_problem(args.data)
+            or _auth_problem(args.token, args.upstream_auth)
+        )
         if problem:
             print(f"inuqueue: {problem}", file=sys.stderr)
             return EXIT_USAGE
@@ -322,7 +327,7 @@ async def _run(args: argparse.Namespace) -> int:
                 else args.history_max_age_days * 86_400
             ),
             progress_interval_s=args.progress_interval_s,
-            token=args.token or None,
+            token=args.token,
             upstream_auth=args.upstream_auth or None,
         )
         await serve_until_stopped(
@@ -367,7 +372,9 @@ def _maintain(args: argparse.Namespace) -> int:
         elif args.action == "check":
             scan = scan_journal(args.data)
             lines = describe_scan(scan, ImageStore(args.data / "images"))
-            healthy = scan.healthy and not any("MISSING" in ln for ln in lines)
+            healthy = scan.healthy and not any(
+                ln.startswith(("MISSING", "NO JOURNAL")) for ln in lines
+            )
         else:
             lines, healthy = repair_journal(args.data), True
     except ConfigError as exc:
@@ -375,6 +382,14 @@ def _maintain(args: argparse.Namespace) -> int:
         return EXIT_UNAVAILABLE
     print("\n".join(lines))
     return EXIT_OK if healthy else EXIT_DATA
+
+
+def _auth_problem(token: str | None, upstream_auth: str | None) -> str | None:
+    if token is not None and not token.strip():
+        return "--token is empty; give a token, or leave the flag out for none"
+    if upstream_auth is not None and ":" not in upstream_auth:
+        return "--upstream-auth takes user:password, as the webui's --api-auth does"
+    return None
 
 
 def _data_problem(data: Path) -> str | None:

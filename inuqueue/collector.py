@@ -35,9 +35,12 @@ class ImageCollector:
         self._wake.set()
 
     async def run(self) -> None:
-        """Collect until cancelled: the whole store once, then what is named."""
-        every = await asyncio.to_thread(lambda: set(self.store.digests()))
-        self._candidates |= every
+        """Collect what forgetting left without a reference, until cancelled.
+
+        Only images this daemon saw lose their last reference are candidates:
+        an image that no record points at for some other reason (a journal cut
+        back by a repair, or lost) is kept, since it may be all that is left.
+        """
         while True:
             await self.sweep()
             self._wake.clear()

@@ -22,7 +22,7 @@ from inuqueue.ingest import AnswerMalformed, IngestedAnswer, ingest_answer
 from inuqueue.queue import TaskQueue
 from inuqueue.state import Task
 from inuqueue.store import ImageStore, decode_image_input, sniff_content_type
-from inuqueue.upstream import Upstream, describe_error
+from inuqueue.upstream import AUTH_HINT, Upstream, describe_error
 
 log = structlog.get_logger("inuqueue.consumer")
 
@@ -157,6 +157,12 @@ class Consumer:
                 url, data=body, headers=headers
             ) as response:
                 self.upstream.mark(True)
+                if response.status == 401:
+                    # Every task would fail alike: the webui wants credentials.
+                    self.upstream.mark(False, AUTH_HINT)
+                    record = self.queue.release(task, AUTH_HINT)
+                    await self.queue.journal.wait_durable(record["seq"])
+                    raise WebuiBusy(AUTH_HINT)
                 if response.status in TRANSIENT_STATUSES:
                     # A proxy in front of the webui, or a webui still loading:
                     # not an answer about the task. It waits, attempt given back.

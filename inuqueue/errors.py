@@ -22,9 +22,10 @@ class JournalCorrupt(InuqueueError, ValueError):
 
     def __init__(self, path: Path, lineno: int, reason: str) -> None:
         super().__init__(
-            f"{path}:{lineno}: {reason}; the journal is damaged before its last "
-            f"record. Run 'inuqueue journal repair --data {path.parent}' to cut it "
-            "back to the last good record (a backup of what is cut is kept)."
+            f"{path}:{lineno}: {reason}; the journal is damaged there. Run "
+            f"'inuqueue journal check --data {path.parent}' to see what it holds, "
+            f"then 'inuqueue journal repair --data {path.parent}' to cut it back "
+            "to the last good record (a copy of what is cut is kept)."
         )
         self.path = path
         self.lineno = lineno

@@ -44,7 +44,7 @@ from typing import Any
 import orjson
 import structlog
 
-from inuqueue.errors import JournalCorrupt, JournalError
+from inuqueue.errors import ConfigError, JournalCorrupt, JournalError
 from inuqueue.fsutil import fsync_dir
 
 JOURNAL_NAME = "journal.jsonl"
@@ -75,6 +75,11 @@ def encode_record(record: Record) -> bytes:
 
 def decode_line(line: bytes) -> Record:
     """Parse one journal line (without its newline); ValueError says what is wrong."""
+    if line.endswith(b"\r"):
+        # An editor or git's autocrlf turned the newlines into CRLF.
+        line = line[:-1]
+    if not line.strip():
+        raise ValueError("the line is empty")
     suffix = line[-_CRC_SUFFIX_LEN:]
     if len(line) <= _CRC_SUFFIX_LEN or not suffix.startswith(_CRC_PREFIX):
         raise ValueError("the record has no checksum")
@@ -117,6 +122,11 @@ class JournalReader:
         """
         if not self.path.exists():
             return
+        if self.path.is_dir():
+            raise ConfigError(
+                f"{self.path} is a directory, not the journal; move it away (or "
+                "give another --data)"
+            )
 
         leftover = self.path.with_name(self.path.name + COMPACT_SUFFIX)
         if cut_torn_tail and leftover.exists():

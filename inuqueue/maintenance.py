@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
+
+from inuqueue.errors import ConfigError
 from inuqueue.journal import JOURNAL_NAME, decode_line
 from inuqueue.lock import DataDirLock
 from inuqueue.state import QueueState
@@ -43,6 +46,8 @@ def scan_journal(data_dir: Path) -> JournalScan:
     if not path.exists():
         return scan
 
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, not the journal; move it away")
     scan.total_bytes = path.stat().st_size
     snapshot_seq = 0
     with path.open("rb") as f:
@@ -67,7 +72,7 @@ def scan_journal(data_dir: Path) -> JournalScan:
                 except ValueError as exc:  # StateError too: it does not fit
                     problem = str(exc)
                 except (KeyError, TypeError) as exc:
-                    problem = f"the record is missing or mistypes {exc}"
+                    problem = f"the record lacks or mistypes a field ({exc!r})"
             if problem is not None:
                 scan.bad_lineno, scan.bad_reason = lineno, problem
                 break
@@ -102,7 +107,19 @@ def describe_scan(scan: JournalScan, store: ImageStore) -> list[str]:
         f"{len(missing)} missing, {len(present - referenced)} unreferenced"
     )
     if missing:
-        lines.append("MISSING: " + ", ".join(sorted(missing)[:10]))
+        owners = sorted(
+            t.task_id for t in state.tasks.values() if set(t.digests()) & missing
+        )
+        lines.append(
+            f"MISSING images of tasks {', '.join(owners[:10])}: requeue them "
+            "(POST /inuqueue/v1/task/<id>/requeue) to make the images anew"
+        )
+    if not state.tasks and present:
+        lines.append(
+            f"NO JOURNAL RECORDS, but {len(present)} images are stored: the journal "
+            "is missing or empty. Restore it from a backup before starting the "
+            "daemon; the images are kept either way."
+        )
     return lines
 
 
@@ -115,7 +132,7 @@ def repair_journal(data_dir: Path) -> list[str]:
         if scan.healthy:
             return [f"journal {scan.path}: nothing to repair ({scan.records} records)"]
 
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         backup = scan.path.with_name(f"{scan.path.name}.cut-{stamp}")
         with scan.path.open("r+b") as f:
             f.seek(scan.good_bytes)
@@ -127,12 +144,36 @@ def repair_journal(data_dir: Path) -> list[str]:
     finally:
         lock.release()
     cut_lines = cut.count(b"\n") or 1
+    touched = _tasks_in(cut)
     return [
         f"journal {scan.path}: kept {scan.records} records (up to seq "
         f"{scan.last_seq}); cut {len(cut)} bytes, {cut_lines} line(s), "
         f"from line {scan.bad_lineno} ({scan.bad_reason})",
         f"the cut part is saved in {backup}",
+        "what the cut records said is lost for tasks: "
+        + (", ".join(touched[:20]) or "none that could be read")
+        + (f" (and {len(touched) - 20} more)" if len(touched) > 20 else ""),
+        "their images stay in the store (nothing collects an image that only a "
+        "cut record pointed at)",
     ]
+
+
+def _tasks_in(cut: bytes) -> list[str]:
+    """The task ids the cut lines name, as far as they still parse."""
+    seen: dict[str, None] = {}
+    for line in cut.splitlines():
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        task = record.get("task")
+        task_id = task.get("task_id") if isinstance(task, dict) else None
+        task_id = task_id or record.get("task_id")
+        if isinstance(task_id, str):
+            seen[task_id] = None
+    return list(seen)
 
 
 def verify_store(data_dir: Path) -> tuple[list[str], bool]:

@@ -183,8 +183,12 @@ _PATHS: dict[str, Schema] = {
             },
         }
     },
-    "/queue/pause": {"post": _action("Start nothing new", {"type": "object"}, 401)},
-    "/queue/resume": {"post": _action("Start tasks again", {"type": "object"}, 401)},
+    "/queue/pause": {
+        "post": _action("Start nothing new", {"type": "object"}, 401, 503, 507)
+    },
+    "/queue/resume": {
+        "post": _action("Start tasks again", {"type": "object"}, 401, 503, 507)
+    },
     "/queue/clear": {
         "post": _action("Cancel every pending task", {"type": "object"}, 401, 503, 507)
     },
@@ -312,6 +316,12 @@ _PATHS: dict[str, Schema] = {
     "/events": {
         "get": {
             "summary": "Task transitions as Server-Sent Events",
+            "parameters": [
+                {"name": "Last-Event-ID", "in": "header", "schema": _STR},
+                {"name": "last_event_id", "in": "query", "schema": _STR},
+                {"name": "task_id", "in": "query", "schema": _STR},
+                {"name": "access_token", "in": "query", "schema": _STR},
+            ],
             "responses": {
                 "200": {
                     "description": "a stream",
@@ -322,7 +332,7 @@ _PATHS: dict[str, Schema] = {
         }
     },
     "/openapi.json": {
-        "get": _action("This document", {"type": "object"}),
+        "get": _action("This document", {"type": "object"}, 401),
     },
 }
 
@@ -338,7 +348,16 @@ def document() -> Schema:
         },
         "servers": [{"url": API_PREFIX}],
         "paths": _PATHS,
-        "components": {"schemas": _SCHEMAS},
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "token": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Only when the daemon runs with --token.",
+                }
+            },
+        },
     }
 
 

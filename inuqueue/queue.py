@@ -100,6 +100,10 @@ class TaskQueue:
                     recent.append(record)
         except StateError as exc:
             raise JournalCorrupt(reader.path, lineno, str(exc)) from exc
+        except (KeyError, TypeError) as exc:
+            raise JournalCorrupt(
+                reader.path, lineno, f"the record lacks or mistypes {exc}"
+            ) from exc
         finally:
             if collecting:
                 gc.enable()

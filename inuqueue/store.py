@@ -117,8 +117,9 @@ class ImageStore:
     async def read_verified(self, digest: str) -> bytes:
         """The image's bytes; StoreError if they no longer hash to the digest."""
         path = self.path_for(digest)
-        async with aiofiles.open(path, "rb") as f:
-            data = await f.read()
+        # Shielded: a reader that gives up (a client gone) must not leave the file
+        # open in the executor; the read finishes and closes it either way.
+        data = await asyncio.shield(_read_file(path))
         actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         if actual != digest:
             raise StoreError(f"{path} does not hash to its name; the file is damaged")
@@ -177,9 +178,16 @@ class ImageStore:
             if len(first.name) != 2 or not first.is_dir():
                 continue
             for second in first.iterdir():
+                if not second.is_dir():
+                    continue  # a stray file is no image of ours
                 for path in second.iterdir():
-                    if DIGEST_RE.fullmatch(path.name):
+                    if DIGEST_RE.fullmatch(path.name) and path.is_file():
                         yield path.name
+
+
+async def _read_file(path: Path) -> bytes:
+    async with aiofiles.open(path, "rb") as f:
+        return await f.read()
 
 
 class ImageWriter:

@@ -16,6 +16,10 @@ log = structlog.get_logger("inuqueue.upstream")
 # A probe that takes longer than this counts as "down"; /progress takes no lock.
 PROBE_TIMEOUT_S = 5.0
 PROBE_PATH = "/sdapi/v1/progress?skip_current_image=true"
+AUTH_HINT = (
+    "the webui answered 401: it was started with --api-auth; start inuqueue with "
+    "--upstream-auth user:password"
+)
 
 
 class Upstream:
@@ -111,6 +115,10 @@ class Upstream:
                 await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.mark(False, describe_error(exc))
+            return False
+        if response.status == 401:
+            # Up, but of no use to inuqueue until it has the credentials.
+            self.mark(False, AUTH_HINT)
             return False
         self.mark(True)
         return True

@@ -91,19 +91,39 @@ async def test_upstream_auth_reaches_a_webui_started_with_api_auth(
     await daemon.stop()
 
 
-async def test_without_upstream_auth_the_webui_s_401_fails_the_task(
+async def test_without_upstream_auth_tasks_wait_and_health_names_the_flag(
     aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
 ) -> None:
     app = create_standin_app(StandinConfig(step_ms=0, api_auth="alice:pw"))
     server = await aiohttp_server(app)
-    config = Config(upstream=str(server.make_url("")), data_dir=tmp_path / "d")
-    daemon = Daemon(aiohttp_client, config)
+    daemon = Daemon(
+        aiohttp_client, Config(upstream=str(server.make_url("")), data_dir=tmp_path)
+    )
     await daemon.start()
 
-    task = await daemon.wait_status(await daemon.enqueue(), "failed")
+    task_id = await daemon.enqueue()
+    queue = daemon.runtime.queue
+    await queue.wait_until(lambda: daemon.runtime.upstream.reachable is False)
+    health = await (await daemon.client.get(f"{API}/health")).json()
 
-    assert task["error"]["status"] == 401
-    assert task["error"]["body"]["detail"] == "Not authenticated"
+    assert queue.state.tasks[task_id].status == "pending"
+    assert queue.state.tasks[task_id].attempts == 0
+    assert health["status"] == "degraded"
+    assert "--upstream-auth" in health["upstream"]["error"]
+    await daemon.stop()
+
+
+async def test_the_bearer_scheme_is_case_insensitive(
+    aiohttp_client: AiohttpClient, daemon_config: Config
+) -> None:
+    daemon = Daemon(aiohttp_client, daemon_config)
+    client = await daemon.start(token=TOKEN)
+
+    response = await client.get(
+        f"{API}/queue", headers={"Authorization": f"bearer {TOKEN}"}
+    )
+
+    assert response.status == 200
     await daemon.stop()
 
 

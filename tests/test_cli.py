@@ -80,6 +80,9 @@ def test_values_out_of_range_are_usage_errors(tmp_path: Path) -> None:
         ["--max-body-bytes", "-5"],
         ["--shutdown-grace-s", "-1"],
         ["--data", ""],
+        ["--shutdown-grace-s", "nan"],
+        ["--token", ""],
+        ["--upstream-auth", "nocolon"],
     ):
         result = _inuqueue("serve", "--port", "0", *flags)
         assert result.returncode == 2, flags

@@ -157,3 +157,20 @@ def test_a_gap_in_the_sequence_is_corruption(tmp_path: Path) -> None:
 
     with pytest.raises(JournalCorrupt, match="sequence number 3 follows 1"):
         list(JournalReader(path).records())
+
+
+def test_crlf_line_endings_are_read_as_the_same_records(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    lines = _write_records(path, 3)
+    path.write_bytes(b"".join(line[:-1] + b"\r\n" for line in lines))
+
+    assert [r["seq"] for r in JournalReader(path).records()] == [1, 2, 3]
+
+
+def test_an_empty_line_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    lines = _write_records(path, 2)
+    path.write_bytes(lines[0] + b"\n" + lines[1])
+
+    with pytest.raises(JournalCorrupt, match="line is empty"):
+        list(JournalReader(path).records())

@@ -59,12 +59,19 @@ async def test_check_names_the_damage_and_repair_cuts_it_with_a_backup(
     repair = _inuqueue("journal", "repair", "--data", str(data))
     assert repair.returncode == 0, repair.stderr
     assert "kept 3 records (up to seq 3)" in repair.stdout
+    assert "lost for tasks" in repair.stdout
     assert journal.read_bytes() == b"".join(lines[:3])
     (backup,) = data.glob("journal.jsonl.cut-*")
     assert backup.read_bytes() == b"".join([damaged, *lines[4:]])
 
-    await daemon.start()
+    images_before = sorted(p for p in (data / "images").rglob("*") if p.is_file())
+    await daemon.start(image_grace_s=0.0)
     assert len(daemon.runtime.queue.state.tasks) == 1  # the second was cut
+    # The cut task's image is all that is left of it: nothing collects it.
+    await daemon.runtime.collector.sweep()
+    assert sorted(p for p in (data / "images").rglob("*") if p.is_file()) == (
+        images_before
+    )
 
 
 async def test_repair_refuses_while_a_daemon_runs(daemon: Daemon) -> None:
@@ -90,3 +97,34 @@ async def test_verify_sets_aside_an_image_whose_bytes_changed(
     assert not images[0].exists()
     check = _inuqueue("journal", "check", "--data", str(data))
     assert "1 missing" in check.stdout
+
+
+async def test_a_missing_journal_beside_images_is_reported_and_nothing_deleted(
+    daemon: Daemon, standin: StandinHandle
+) -> None:
+    data = await _data_with_tasks(daemon, 1)
+    (data / "journal.jsonl").unlink()
+
+    check = _inuqueue("journal", "check", "--data", str(data))
+
+    assert check.returncode == 65
+    assert "NO JOURNAL RECORDS, but 1 images are stored" in check.stdout
+    await daemon.start(image_grace_s=0.0)
+    await daemon.runtime.collector.sweep()
+    assert len([p for p in (data / "images").rglob("*") if p.is_file()]) == 1
+
+
+def test_a_directory_in_place_of_the_journal_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "journal.jsonl").mkdir()
+    (tmp_path / "images" / "zz").mkdir(parents=True)
+    (tmp_path / "images" / "zz" / "stray").write_text("not an image")
+
+    check = _inuqueue("journal", "check", "--data", str(tmp_path))
+    verify = _inuqueue("store", "verify", "--data", str(tmp_path))
+
+    assert check.returncode == 69
+    assert "is a directory, not the journal" in check.stderr
+    assert (verify.returncode, verify.stdout.strip()) == (
+        0,
+        "images: 0 checked, 0 damaged",
+    )

@@ -186,3 +186,23 @@ async def test_a_torn_last_line_is_cut_and_the_rest_served(
     assert journal.read_bytes() == raw.splitlines(keepends=True)[0]
     (aside,) = daemon.config.data_dir.glob("journal.jsonl.torn-*")
     assert aside.read_bytes() == raw.splitlines(keepends=True)[1][:-20]
+
+
+async def test_a_record_missing_a_field_stops_start_up_naming_the_line(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    _journal(
+        data,
+        [
+            _enqueue("t1"),
+            {"op": "start", "task_id": "t1"},
+            {"op": "finish", "task_id": "t1"},
+        ],
+    )
+
+    code, stderr = await _serve_once(["--data", str(data)])
+
+    assert code == 65
+    assert f"{data / 'journal.jsonl'}:3" in stderr
+    assert "'status'" in stderr
