@@ -10,12 +10,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from inuqueue.checkpoints import (
-    CheckpointUnknown,
-    fetch_models,
-    match_checkpoint,
-    set_checkpoint,
-)
+from inuqueue.checkpoints import CheckpointUnknown, resolve, set_override
 from inuqueue.errors import ImageDecodeError, StoreError
 from inuqueue.http import API_PREFIX, ApiError, json_response
 from inuqueue.runtime import RUNTIME, Runtime
@@ -65,16 +60,17 @@ async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
     name = _pop_typed(body, "name", str)
     priority = _pop_typed(body, "priority", int)
     checkpoint = _pop_typed(body, "checkpoint", str)
+    vae = _pop_typed(body, "vae", str)
     _check_webui_fields(kind, body)
 
-    unresolved = None
-    if checkpoint is not None:
-        title = await _resolve_checkpoint(runtime, checkpoint)
-        if title is None:
-            # The webui cannot be asked now: the name is resolved when it starts.
-            unresolved = checkpoint
-        else:
-            set_checkpoint(body, title)
+    overrides = await _resolve_models(runtime, checkpoint, vae)
+    if overrides is None:
+        # The webui cannot be asked now: the names are resolved when it starts.
+        pending_names = (checkpoint, vae)
+    else:
+        pending_names = (None, None)
+        for option, value in overrides.items():
+            set_override(body, option, value)
     if kind == "img2img":
         await store_inputs(body, runtime.store)
 
@@ -85,7 +81,8 @@ async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
         name=name,
         priority=priority or 0,
         idempotency_key=key,
-        checkpoint=unresolved,
+        checkpoint=pending_names[0],
+        vae=pending_names[1],
     )
     task_id = enqueued.task.task_id
     payload = {
@@ -100,22 +97,24 @@ async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
     )
 
 
-async def _resolve_checkpoint(runtime: Runtime, name: str) -> str | None:
-    """The checkpoint's title, None if the webui cannot be asked, 422 if unknown."""
+async def _resolve_models(
+    runtime: Runtime, checkpoint: str | None, vae: str | None
+) -> dict[str, str] | None:
+    """The overrides the names mean; None if the webui cannot be asked; 422s."""
+    if checkpoint is None and vae is None:
+        return {}
     try:
-        models = await fetch_models(runtime.upstream)
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return None
-    try:
-        return match_checkpoint(models, name)
+        return await resolve(runtime.upstream, checkpoint, vae)
     except CheckpointUnknown as exc:
         raise ApiError(
             422,
-            "unknown_checkpoint",
+            f"unknown_{exc.kind.lower()}",
             str(exc),
-            field="checkpoint",
+            field=exc.kind.lower(),
             close_matches=exc.close,
         ) from None
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

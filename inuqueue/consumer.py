@@ -10,12 +10,7 @@ import aiohttp
 import orjson
 import structlog
 
-from inuqueue.checkpoints import (
-    CheckpointUnknown,
-    fetch_models,
-    match_checkpoint,
-    set_checkpoint,
-)
+from inuqueue.checkpoints import CheckpointUnknown, resolve, set_override
 from inuqueue.config import Config
 from inuqueue.errors import ImageDecodeError, InuqueueError, JournalError, StoreError
 from inuqueue.ingest import AnswerMalformed, IngestedAnswer, ingest_answer
@@ -128,14 +123,13 @@ class Consumer:
             self.queue.events.set_progress(task.task_id, None)
 
     async def _generate(self, task: Task) -> Task | None:
-        title = None
-        if task.checkpoint is not None:
+        overrides: dict[str, str] = {}
+        if task.checkpoint is not None or task.vae is not None:
             try:
-                title = match_checkpoint(
-                    await fetch_models(self.upstream), task.checkpoint
-                )
+                overrides = await resolve(self.upstream, task.checkpoint, task.vae)
             except CheckpointUnknown as exc:
-                error = {"reason": "unknown_checkpoint", "message": str(exc)}
+                reason = f"unknown_{exc.kind.lower()}"
+                error = {"reason": reason, "message": str(exc)}
                 await self.queue.mark_finished(task, "failed", error=error)
                 return None
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -144,7 +138,7 @@ class Consumer:
                 await self.queue.journal.wait_durable(record["seq"])
                 return None
         try:
-            body = await self._build_body(task, title)
+            body = await self._build_body(task, overrides)
         except ImageDecodeError as exc:
             error = {"reason": "input_missing", "message": str(exc)}
             await self.queue.mark_finished(task, "failed", error=error)
@@ -283,11 +277,11 @@ class Consumer:
             task, status, images=images, info=info, start_next=not self.stopping
         )
 
-    async def _build_body(self, task: Task, checkpoint_title: str | None) -> bytes:
+    async def _build_body(self, task: Task, overrides: dict[str, str]) -> bytes:
         """The webui body: the request as queued, its input images inlined."""
         body: dict[str, Any] = dict(task.request)
-        if checkpoint_title is not None:
-            set_checkpoint(body, checkpoint_title)
+        for option, value in overrides.items():
+            set_override(body, option, value)
         body["force_task_id"] = task.task_id
         # The queue exists so that images are not lost; it always takes them back.
         body["send_images"] = True

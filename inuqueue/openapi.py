@@ -96,12 +96,13 @@ _SCHEMAS: dict[str, Schema] = {
     },
     "GenerationRequest": {
         "type": "object",
-        "description": "The webui's own /sdapi/v1 body, plus inuqueue's three fields.",
+        "description": "The webui's own /sdapi/v1 body, plus inuqueue's four fields.",
         "additionalProperties": True,
         "properties": {
             "name": _nullable(_STR),
             "priority": _nullable(_INT),
             "checkpoint": _nullable(_STR),
+            "vae": _nullable(_STR),
             "prompt": _STR,
             "steps": _INT,
             "init_images": {"type": "array", "items": _STR},

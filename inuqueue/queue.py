@@ -229,6 +229,7 @@ class TaskQueue:
         idempotency_key: str | None = None,
         requeued_from: str | None = None,
         checkpoint: str | None = None,
+        vae: str | None = None,
     ) -> Enqueued:
         """Add a task; with a known idempotency key, return the original instead."""
         if idempotency_key is not None:
@@ -251,6 +252,8 @@ class TaskQueue:
             spec["requeued_from"] = requeued_from
         if checkpoint is not None:
             spec["checkpoint"] = checkpoint
+        if vae is not None:
+            spec["vae"] = vae
         record, task = self._commit("enqueue", {"task": spec})
         # What the acknowledged record made of the task; the consumer may start it
         # before the fsync returns.
@@ -443,6 +446,7 @@ class TaskQueue:
             priority=task.priority,
             requeued_from=task.task_id,
             checkpoint=task.checkpoint,
+            vae=task.vae,
         )
 
     async def requeue_failed(self) -> list[str]:

@@ -3,8 +3,8 @@
 Operations and their keys (besides seq, ts and op):
 
 ``enqueue``    ``task``: task_id, type, name, priority, request, idempotency_key,
-               requeued_from (the task it repeats, if any), checkpoint (a name
-               the webui could not be asked about at enqueue)
+               requeued_from (the task it repeats, if any), checkpoint and vae
+               (names the webui could not be asked about at enqueue)
 ``start``      ``task_id``: the consumer sent it to the webui; attempts + 1
 ``release``    ``task_id``, ``reason``: it never reached the webui; attempts - 1
 ``retry``      ``task_id``, ``reason``: the attempt broke off; pending again
@@ -72,8 +72,9 @@ class Task:
     requeued_from: str | None = None
     requeued_as: str | None = None
     finish_seq: int | None = None
-    # A checkpoint name still to be resolved against the webui when it starts.
+    # Checkpoint and VAE names still to be resolved against the webui at start.
     checkpoint: str | None = None
+    vae: str | None = None
 
     @property
     def pending_key(self) -> PendingKey:
@@ -193,6 +194,7 @@ class QueueState:
             idempotency_key=spec.get("idempotency_key"),
             requeued_from=spec.get("requeued_from"),
             checkpoint=spec.get("checkpoint"),
+            vae=spec.get("vae"),
         )
         self.tasks[task.task_id] = task
         self.pending.add(task.pending_key)

@@ -85,3 +85,34 @@ async def test_a_name_queued_while_the_webui_is_down_is_resolved_at_start(
     assert failed["error"]["reason"] == "unknown_checkpoint"
     assert len(app[STANDIN].requests) == 1
     await daemon.stop()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("sdxl_vae", "sdxl_vae.safetensors"),
+        ("sdxl_vae.safetensors", "sdxl_vae.safetensors"),
+        ("automatic", "Automatic"),
+        ("None", "None"),
+    ],
+)
+async def test_a_vae_is_resolved_into_the_override(
+    daemon: Daemon, standin: StandinHandle, name: str, value: str
+) -> None:
+    await daemon.wait_status(await daemon.enqueue({"vae": name}), "done")
+
+    assert standin.state.requests[-1][1]["override_settings"]["sd_vae"] == value
+
+
+async def test_an_unknown_vae_is_refused_with_the_close_ones(daemon: Daemon) -> None:
+    response = await daemon.client.post(
+        f"{API}/queue/txt2img", json={"vae": "sdxl-vae"}
+    )
+    body = await response.json()
+
+    assert (response.status, body["error"], body["field"]) == (
+        422,
+        "unknown_vae",
+        "vae",
+    )
+    assert body["close_matches"] == ["sdxl_vae.safetensors"]

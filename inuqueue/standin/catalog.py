@@ -226,6 +226,11 @@ CHECKPOINTS: tuple[Checkpoint, ...] = (
     ),
 )
 DEFAULT_CHECKPOINT = CHECKPOINTS[2]
+# Files in models/VAE, as /sdapi/v1/sd-vae lists them.
+VAES: tuple[dict[str, Any], ...] = tuple(
+    {"model_name": name, "filename": f"{WEBUI_ROOT}/models/VAE/{name}"}
+    for name in ("sdxl_vae.safetensors", "vae-ft-mse-840000-ema-pruned.safetensors")
+)
 CHECKPOINT_ALIASES = {alias: ckpt for ckpt in CHECKPOINTS for alias in ckpt.aliases}
 
 LATENT_UPSCALE_MODES = (

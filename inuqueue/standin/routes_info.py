@@ -21,6 +21,7 @@ from inuqueue.standin.catalog import (
     SAMPLERS,
     SCHEDULERS,
     UPSCALERS,
+    VAES,
 )
 from inuqueue.standin.images import read_png_text
 from inuqueue.standin.infotext import parse_infotext
@@ -167,7 +168,7 @@ LIST_ROUTES: dict[str, Handler] = {
         lambda _s: [{"name": m} for m in LATENT_UPSCALE_MODES]
     ),
     "sd-models": _list_route(lambda _s: [c.as_json() for c in CHECKPOINTS]),
-    "sd-vae": _list_route(lambda _s: []),
+    "sd-vae": _list_route(lambda _s: [dict(vae) for vae in VAES]),
     "hypernetworks": _list_route(lambda _s: []),
     "face-restorers": _list_route(lambda _s: list(FACE_RESTORERS)),
     "realesrgan-models": _list_route(lambda _s: list(REALESRGAN_MODELS)),
