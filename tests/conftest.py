@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -139,6 +140,24 @@ async def daemon(
     await handle.start()
     yield handle
     await handle.stop()
+
+
+# A one-shot command either ends at once or is stopped by this bound.
+RUN_TIMEOUT_S = 30
+
+
+def run_inuqueue(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m inuqueue ARGS` to its end; its output is captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "inuqueue", *args],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def free_port() -> int:

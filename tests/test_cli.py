@@ -3,40 +3,20 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import REPO
-
-# Each run either fails at once or is killed by the bound.
-RUN_TIMEOUT_S = 30
-
-
-def _inuqueue(
-    *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "inuqueue", *args],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-    )
+from tests.conftest import run_inuqueue
 
 
 def test_an_unknown_flag_is_a_usage_error() -> None:
-    result = _inuqueue("serve", "--no-such-flag")
+    result = run_inuqueue("serve", "--no-such-flag")
 
     assert result.returncode == 2
     assert "unrecognized arguments: --no-such-flag" in result.stderr
 
 
 def test_a_bad_environment_value_names_the_variable() -> None:
-    result = _inuqueue("serve", env={"INUQUEUE_PORT": "seventy"})
+    result = run_inuqueue("serve", env={"INUQUEUE_PORT": "seventy"})
 
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -48,7 +28,7 @@ def test_an_unusable_data_directory_ends_with_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
 
-    result = _inuqueue("serve", "--port", "0", "--data", str(blocker / "data"))
+    result = run_inuqueue("serve", "--port", "0", "--data", str(blocker / "data"))
 
     assert result.returncode == 69
     (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("inuqueue:")]
@@ -60,7 +40,9 @@ def test_a_busy_port_ends_with_one_line(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = _inuqueue("serve", "--port", str(port), "--data", str(tmp_path / "d"))
+        result = run_inuqueue(
+            "serve", "--port", str(port), "--data", str(tmp_path / "d")
+        )
 
     assert result.returncode == 69
     (line,) = [ln for ln in result.stderr.splitlines() if ln.startswith("inuqueue:")]
@@ -68,7 +50,9 @@ def test_a_busy_port_ends_with_one_line(tmp_path: Path) -> None:
 
 
 def test_an_upstream_that_is_not_a_url_is_refused(tmp_path: Path) -> None:
-    result = _inuqueue("serve", "--upstream", "localhost:7860", "--data", str(tmp_path))
+    result = run_inuqueue(
+        "serve", "--upstream", "localhost:7860", "--data", str(tmp_path)
+    )
 
     assert result.returncode == 2
     assert "http://" in result.stderr
@@ -84,7 +68,7 @@ def test_values_out_of_range_are_usage_errors(tmp_path: Path) -> None:
         ["--token", ""],
         ["--upstream-auth", "nocolon"],
     ):
-        result = _inuqueue("serve", "--port", "0", *flags)
+        result = run_inuqueue("serve", "--port", "0", *flags)
         assert result.returncode == 2, flags
         assert result.stderr.strip(), flags
 

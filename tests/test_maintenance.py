@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import REPO, Daemon, StandinHandle
-
-RUN_TIMEOUT_S = 30
-
-
-def _inuqueue(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "inuqueue", *args],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        cwd=REPO,
-    )
+from tests.conftest import Daemon, StandinHandle, run_inuqueue
 
 
 async def _data_with_tasks(daemon: Daemon, count: int) -> Path:
@@ -33,7 +19,7 @@ async def test_check_reports_a_healthy_directory(
 ) -> None:
     data = await _data_with_tasks(daemon, 2)
 
-    result = _inuqueue("journal", "check", "--data", str(data))
+    result = run_inuqueue("journal", "check", "--data", str(data))
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 records" in result.stdout
@@ -51,12 +37,12 @@ async def test_check_names_the_damage_and_repair_cuts_it_with_a_backup(
     journal.write_bytes(b"".join([*lines[:3], damaged, *lines[4:]]))
     before = journal.read_bytes()
 
-    check = _inuqueue("journal", "check", "--data", str(data))
+    check = run_inuqueue("journal", "check", "--data", str(data))
     assert check.returncode == 65
     assert "DAMAGED at line 4" in check.stdout
     assert journal.read_bytes() == before
 
-    repair = _inuqueue("journal", "repair", "--data", str(data))
+    repair = run_inuqueue("journal", "repair", "--data", str(data))
     assert repair.returncode == 0, repair.stderr
     assert "kept 3 records (up to seq 3)" in repair.stdout
     assert "lost for tasks" in repair.stdout
@@ -75,7 +61,7 @@ async def test_check_names_the_damage_and_repair_cuts_it_with_a_backup(
 
 
 async def test_repair_refuses_while_a_daemon_runs(daemon: Daemon) -> None:
-    result = _inuqueue("journal", "repair", "--data", str(daemon.config.data_dir))
+    result = run_inuqueue("journal", "repair", "--data", str(daemon.config.data_dir))
 
     assert result.returncode == 69
     assert "is using the data directory" in result.stderr
@@ -85,17 +71,17 @@ async def test_verify_sets_aside_an_image_whose_bytes_changed(
     daemon: Daemon, standin: StandinHandle
 ) -> None:
     data = await _data_with_tasks(daemon, 2)
-    assert _inuqueue("store", "verify", "--data", str(data)).returncode == 0
+    assert run_inuqueue("store", "verify", "--data", str(data)).returncode == 0
     images = sorted(p for p in (data / "images").rglob("*") if p.is_file())
     images[0].write_bytes(images[0].read_bytes() + b"!")
 
-    result = _inuqueue("store", "verify", "--data", str(data))
+    result = run_inuqueue("store", "verify", "--data", str(data))
 
     assert result.returncode == 65
     assert "2 checked, 1 damaged" in result.stdout
     assert (data / "images" / "damaged" / images[0].name).is_file()
     assert not images[0].exists()
-    check = _inuqueue("journal", "check", "--data", str(data))
+    check = run_inuqueue("journal", "check", "--data", str(data))
     assert "1 missing" in check.stdout
 
 
@@ -105,7 +91,7 @@ async def test_a_missing_journal_beside_images_is_reported_and_nothing_deleted(
     data = await _data_with_tasks(daemon, 1)
     (data / "journal.jsonl").unlink()
 
-    check = _inuqueue("journal", "check", "--data", str(data))
+    check = run_inuqueue("journal", "check", "--data", str(data))
 
     assert check.returncode == 65
     assert "NO JOURNAL RECORDS, but 1 images are stored" in check.stdout
@@ -119,8 +105,8 @@ def test_a_directory_in_place_of_the_journal_is_a_clear_error(tmp_path: Path) ->
     (tmp_path / "images" / "zz").mkdir(parents=True)
     (tmp_path / "images" / "zz" / "stray").write_text("not an image")
 
-    check = _inuqueue("journal", "check", "--data", str(tmp_path))
-    verify = _inuqueue("store", "verify", "--data", str(tmp_path))
+    check = run_inuqueue("journal", "check", "--data", str(tmp_path))
+    verify = run_inuqueue("store", "verify", "--data", str(tmp_path))
 
     assert check.returncode == 69
     assert "is a directory, not the journal" in check.stderr

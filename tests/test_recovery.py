@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,11 @@ import aiohttp
 from inuqueue.journal import encode_record
 from tests.conftest import (
     API,
-    REPO,
     Daemon,
     DaemonProcess,
     StandinHandle,
     poll_until,
+    run_inuqueue,
 )
 
 
@@ -139,21 +138,8 @@ async def test_a_graceful_restart_keeps_the_pending_queue_in_order(
 
 
 async def _serve_once(args: list[str]) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "inuqueue",
-        "serve",
-        "--port",
-        "0",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=REPO,
-    )
-    _, stderr = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return proc.returncode, stderr.decode()
+    result = await asyncio.to_thread(run_inuqueue, "serve", "--port", "0", *args)
+    return result.returncode, result.stderr
 
 
 async def test_a_damaged_middle_line_stops_start_up_naming_file_and_line(
