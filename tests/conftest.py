@@ -125,6 +125,16 @@ async def started_daemon(
     return daemon
 
 
+async def hold_a_running_task(
+    daemon: Daemon, standin: StandinHandle, body: dict[str, Any] | None = None
+) -> str:
+    """Queue a task and hold it at the stand-in, running, until `release()`."""
+    standin.state.hold()
+    task_id = await daemon.enqueue(body)
+    await standin.state.wait_generations(1)
+    return task_id
+
+
 @pytest.fixture
 def daemon_config(standin: StandinHandle, tmp_path: Path) -> Config:
     """Settings for a daemon in front of the stand-in, with quick retries."""

@@ -9,7 +9,7 @@ import orjson
 from pytest_aiohttp import AiohttpClient
 
 from inuqueue.config import Config
-from tests.conftest import API, Daemon, StandinHandle, tiny_png
+from tests.conftest import API, Daemon, StandinHandle, hold_a_running_task, tiny_png
 
 
 async def test_a_queued_txt2img_runs_and_its_images_are_served(
@@ -118,9 +118,7 @@ async def test_unknown_fields_pass_through_to_the_webui(
 async def test_higher_priority_runs_first_then_arrival_order(
     daemon: Daemon, standin: StandinHandle
 ) -> None:
-    standin.state.hold()
-    first = await daemon.enqueue({"prompt": "first"})
-    await standin.state.wait_generations(1)
+    first = await hold_a_running_task(daemon, standin, {"prompt": "first"})
     low = await daemon.enqueue({"prompt": "low"})
     high = await daemon.enqueue({"prompt": "high", "priority": 5})
     also_low = await daemon.enqueue({"prompt": "also low"})

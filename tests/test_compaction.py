@@ -12,7 +12,7 @@ import pytest
 from inuqueue import journal as journal_module
 from inuqueue.journal import COMPACT_SUFFIX
 from inuqueue.queue import TaskQueue
-from tests.conftest import API, Daemon, StandinHandle
+from tests.conftest import API, Daemon, StandinHandle, hold_a_running_task
 
 
 async def _everything(daemon: Daemon) -> dict[str, Any]:
@@ -92,9 +92,7 @@ async def test_a_compacted_journal_rebuilds_the_same_queue(
 async def test_changes_during_a_compaction_land_after_the_snapshot(
     daemon: Daemon, standin: StandinHandle
 ) -> None:
-    standin.state.hold()
-    await daemon.enqueue()
-    await standin.state.wait_generations(1)
+    await hold_a_running_task(daemon, standin)
 
     results = await asyncio.gather(
         daemon.runtime.queue.compact(),

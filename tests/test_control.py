@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.conftest import API, Daemon, StandinHandle
+from tests.conftest import API, Daemon, StandinHandle, hold_a_running_task
 
 
 async def _json(daemon: Daemon, method: str, path: str, **kw: Any) -> tuple[int, Any]:
@@ -16,9 +16,7 @@ async def _json(daemon: Daemon, method: str, path: str, **kw: Any) -> tuple[int,
 async def test_a_cancelled_pending_task_never_runs(
     daemon: Daemon, standin: StandinHandle
 ) -> None:
-    standin.state.hold()
-    running = await daemon.enqueue({"prompt": "running"})
-    await standin.state.wait_generations(1)
+    running = await hold_a_running_task(daemon, standin, {"prompt": "running"})
     doomed = await daemon.enqueue({"prompt": "doomed"})
 
     status, task = await _json(daemon, "DELETE", f"/task/{doomed}")
@@ -73,9 +71,7 @@ async def test_a_finished_task_cannot_be_cancelled(daemon: Daemon) -> None:
 async def test_pause_lets_the_running_task_finish_and_survives_a_restart(
     daemon: Daemon, standin: StandinHandle
 ) -> None:
-    standin.state.hold()
-    first = await daemon.enqueue({"prompt": "first"})
-    await standin.state.wait_generations(1)
+    first = await hold_a_running_task(daemon, standin, {"prompt": "first"})
     second = await daemon.enqueue({"prompt": "second"})
 
     assert await _json(daemon, "POST", "/queue/pause") == (200, {"paused": True})
@@ -95,9 +91,7 @@ async def test_pause_lets_the_running_task_finish_and_survives_a_restart(
 async def test_moves_reorder_the_pending_queue(
     daemon: Daemon, standin: StandinHandle
 ) -> None:
-    standin.state.hold()
-    await daemon.enqueue({"prompt": "running"})
-    await standin.state.wait_generations(1)
+    await hold_a_running_task(daemon, standin, {"prompt": "running"})
     a, b, c, d = [await daemon.enqueue({"prompt": p}) for p in "abcd"]
 
     async def order() -> list[str]:
@@ -124,9 +118,7 @@ async def test_moves_reorder_the_pending_queue(
 async def test_a_move_to_the_top_outranks_higher_priorities(
     daemon: Daemon, standin: StandinHandle
 ) -> None:
-    standin.state.hold()
-    await daemon.enqueue()
-    await standin.state.wait_generations(1)
+    await hold_a_running_task(daemon, standin)
     urgent = await daemon.enqueue({"priority": 9})
     low = await daemon.enqueue({"priority": -1})
 
@@ -140,9 +132,7 @@ async def test_a_move_to_the_top_outranks_higher_priorities(
 async def test_repeated_moves_between_two_tasks_keep_the_order(
     daemon: Daemon, standin: StandinHandle
 ) -> None:
-    standin.state.hold()
-    await daemon.enqueue()
-    await standin.state.wait_generations(1)
+    await hold_a_running_task(daemon, standin)
     first, last = await daemon.enqueue(), await daemon.enqueue()
     movers = [await daemon.enqueue() for _ in range(60)]
 
@@ -157,9 +147,7 @@ async def test_repeated_moves_between_two_tasks_keep_the_order(
 
 
 async def test_bad_moves_are_refused(daemon: Daemon, standin: StandinHandle) -> None:
-    standin.state.hold()
-    running = await daemon.enqueue()
-    await standin.state.wait_generations(1)
+    running = await hold_a_running_task(daemon, standin)
     pending = await daemon.enqueue()
 
     cases = [
@@ -241,9 +229,7 @@ async def test_requeue_failed_queues_each_failed_task_once(
 async def test_clear_cancels_every_pending_task(
     daemon: Daemon, standin: StandinHandle
 ) -> None:
-    standin.state.hold()
-    running = await daemon.enqueue()
-    await standin.state.wait_generations(1)
+    running = await hold_a_running_task(daemon, standin)
     pending = [await daemon.enqueue() for _ in range(3)]
 
     status, answer = await _json(daemon, "POST", "/queue/clear")

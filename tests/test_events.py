@@ -10,7 +10,7 @@ import orjson
 
 from inuqueue.events import EventHub
 from inuqueue.journal import JournalReader, encode_record
-from tests.conftest import API, Daemon, StandinHandle
+from tests.conftest import API, Daemon, StandinHandle, hold_a_running_task
 
 
 class EventStream:
@@ -109,9 +109,9 @@ async def test_missed_transitions_survive_a_daemon_restart(
     last_id = int((await EventStream(response).transitions(3))[-1]["id"])
     response.close()
 
-    standin.state.hold()
-    interrupted = await daemon.enqueue({"prompt": "running at the stop"})
-    await standin.state.wait_generations(1)
+    interrupted = await hold_a_running_task(
+        daemon, standin, {"prompt": "running at the stop"}
+    )
     await daemon.stop()
     standin.state.release()
     await daemon.start()
@@ -130,9 +130,7 @@ async def test_missed_transitions_survive_a_daemon_restart(
 async def test_a_task_filter_shows_one_task_only(
     daemon: Daemon, standin: StandinHandle
 ) -> None:
-    standin.state.hold()
-    other = await daemon.enqueue()
-    await standin.state.wait_generations(1)
+    other = await hold_a_running_task(daemon, standin)
     mine = await daemon.enqueue()
     response = await _open(daemon, f"?task_id={mine}", last_id=0)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from tests.conftest import Daemon, StandinHandle, started_daemon
+from tests.conftest import Daemon, StandinHandle, hold_a_running_task, started_daemon
 from tests.faultproxy import FaultProxy
 
 
@@ -36,9 +36,7 @@ async def faulty(
 async def test_a_webui_that_goes_down_mid_generation_gets_the_task_again(
     faulty: Daemon, proxy: FaultProxy, standin: StandinHandle
 ) -> None:
-    standin.state.hold()
-    task_id = await faulty.enqueue()
-    await standin.state.wait_generations(1)
+    task_id = await hold_a_running_task(faulty, standin)
 
     # The webui "restarts": every connection breaks, and for a moment none is taken.
     port = proxy.port

@@ -15,7 +15,7 @@ import orjson
 from pytest_aiohttp import AiohttpClient
 
 from inuqueue.config import Config
-from tests.conftest import API, Daemon, StandinHandle, tiny_png
+from tests.conftest import API, Daemon, StandinHandle, hold_a_running_task, tiny_png
 
 # A test dependency (setup.cfg): a missing one must fail the run, not skip it.
 webuiapi: Any = importlib.import_module("webuiapi")
@@ -195,9 +195,7 @@ async def test_a_waiting_client_is_answered_when_the_daemon_stops(
 async def test_a_task_cancelled_while_its_client_waits_is_an_error_for_it(
     daemon: Daemon, standin: StandinHandle
 ) -> None:
-    standin.state.hold()
-    await daemon.enqueue()
-    await standin.state.wait_generations(1)
+    await hold_a_running_task(daemon, standin)
     waiting = asyncio.create_task(daemon.client.post("/sdapi/v1/txt2img/", json={}))
     queue = daemon.runtime.queue
     await queue.wait_until(lambda: len(queue.state.pending) == 1)
