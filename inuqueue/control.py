@@ -10,17 +10,12 @@ from aiohttp import web
 
 from inuqueue.api import page_params, read_json_object, runtime_of, task_of, view_of
 from inuqueue.http import API_PREFIX, ApiError, json_response
-from inuqueue.queue import TaskConflict
 from inuqueue.state import FINAL_STATUSES, Task
 from inuqueue.views import task_url
 
 routes = web.RouteTableDef()
 
 _MOVE_FORMS = '{"to": "top"}, {"to": "bottom"}, {"before": id} or {"after": id}'
-
-
-def _conflict(exc: TaskConflict) -> ApiError:
-    return ApiError(409, "task_conflict", str(exc), status_now=exc.task.status)
 
 
 def _answer(request: web.Request, task: Task, status: int = 200) -> web.Response:
@@ -33,13 +28,10 @@ async def cancel_task(request: web.Request) -> web.Response:
     runtime = runtime_of(request)
     queue = runtime.queue
     task = await task_of(request)
-    try:
-        if task.status == "pending":
-            await queue.cancel_pending(task)
-            return _answer(request, task)
-        await queue.request_interrupt(task)
-    except TaskConflict as exc:
-        raise _conflict(exc) from None
+    if task.status == "pending":
+        await queue.cancel_pending(task)
+        return _answer(request, task)
+    await queue.request_interrupt(task)
 
     assert runtime.consumer is not None
     await runtime.consumer.interrupt(task)
@@ -87,12 +79,9 @@ async def move_task(request: web.Request) -> web.Response:
             raise ApiError(
                 404, "task_not_found", f"There is no task {other_id!r} to move next to."
             )
-    try:
-        await runtime_of(request).queue.move(
-            task, to=body.get("to"), other=other, after=forms[0] == "after"
-        )
-    except TaskConflict as exc:
-        raise _conflict(exc) from None
+    await runtime_of(request).queue.move(
+        task, to=body.get("to"), other=other, after=forms[0] == "after"
+    )
     return _answer(request, task)
 
 
@@ -117,10 +106,7 @@ async def edit_task(request: web.Request) -> web.Response:
         changes["priority"] = priority
     if not changes:
         raise ApiError(422, "invalid_field", "Send name and/or priority to change.")
-    try:
-        await runtime_of(request).queue.update(task, changes)
-    except TaskConflict as exc:
-        raise _conflict(exc) from None
+    await runtime_of(request).queue.update(task, changes)
     return _answer(request, task)
 
 
@@ -128,10 +114,7 @@ async def edit_task(request: web.Request) -> web.Response:
 async def requeue_task(request: web.Request) -> web.Response:
     """Queue a finished task's request again, as a new task."""
     task = await task_of(request)
-    try:
-        enqueued = await runtime_of(request).queue.requeue(task)
-    except TaskConflict as exc:
-        raise _conflict(exc) from None
+    enqueued = await runtime_of(request).queue.requeue(task)
     new_id = enqueued.task.task_id
     return json_response(
         {

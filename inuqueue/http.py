@@ -13,6 +13,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from inuqueue.errors import InuqueueError
 from inuqueue.journal import JournalWriteFailed
+from inuqueue.queue import TaskConflict
 
 log = structlog.get_logger("inuqueue.http")
 
@@ -67,6 +68,10 @@ async def error_middleware(
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, **exc.extra)
+    except TaskConflict as exc:
+        return error_response(
+            409, "task_conflict", str(exc), status_now=exc.task.status
+        )
     except RequestPayloadError as exc:
         return error_response(
             400,
