@@ -9,10 +9,12 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from yarl import URL
 
 from inuqueue.checkpoints import CheckpointUnknown, resolve, set_override
 from inuqueue.errors import ImageDecodeError, StoreError
 from inuqueue.http import API_PREFIX, ApiError, json_response
+from inuqueue.queue import Enqueued
 from inuqueue.runtime import RUNTIME, Runtime
 from inuqueue.state import Task, TaskType
 from inuqueue.store import (
@@ -31,6 +33,10 @@ MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
 # Long enough for a UUID or a hash, short enough to keep the journal lean.
 MAX_IDEMPOTENCY_KEY_CHARS = 200
+# The Agent Scheduler kept callback URLs in a VARCHAR(255); browsers take 2 KiB.
+MAX_CALLBACK_URL_CHARS = 2048
+# The checkpoint name that means "no override" to the Agent Scheduler.
+SYSTEM_CHECKPOINT = "system"
 # A year: an image never changes under its digest.
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
 
@@ -53,36 +59,9 @@ async def enqueue_img2img(request: web.Request) -> web.Response:
 
 
 async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
-    runtime = runtime_of(request)
     body = await read_json_object(request)
-    key = _idempotency_key(request)
-
-    name = _pop_typed(body, "name", str)
-    priority = _pop_typed(body, "priority", int)
-    checkpoint = _pop_typed(body, "checkpoint", str)
-    vae = _pop_typed(body, "vae", str)
-    _check_webui_fields(kind, body)
-
-    overrides = await _resolve_models(runtime, checkpoint, vae)
-    if overrides is None:
-        # The webui cannot be asked now: the names are resolved when it starts.
-        pending_names = (checkpoint, vae)
-    else:
-        pending_names = (None, None)
-        for option, value in overrides.items():
-            set_override(body, option, value)
-    if kind == "img2img":
-        await store_inputs(body, runtime.store)
-
-    queue = runtime.queue
-    enqueued = await queue.enqueue(
-        kind,
-        body,
-        name=name,
-        priority=priority or 0,
-        idempotency_key=key,
-        checkpoint=pending_names[0],
-        vae=pending_names[1],
+    enqueued = await enqueue_body(
+        runtime_of(request), kind, body, idempotency_key(request), "native"
     )
     task_id = enqueued.task.task_id
     payload = {
@@ -95,6 +74,82 @@ async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
         status=202 if enqueued.created else 200,
         headers={"Location": task_url(task_id)},
     )
+
+
+async def enqueue_body(
+    runtime: Runtime,
+    kind: TaskType,
+    body: dict[str, Any],
+    key: str | None,
+    callback_format: str,
+) -> Enqueued:
+    """Queue a webui body with inuqueue's own fields in it; ApiError if it is bad."""
+    name = _pop_typed(body, "name", str)
+    priority = _pop_typed(body, "priority", int)
+    checkpoint = _pop_typed(body, "checkpoint", str)
+    vae = _pop_typed(body, "vae", str)
+    callback_url = check_callback_url(_pop_typed(body, "callback_url", str))
+    _check_webui_fields(kind, body)
+
+    pending_names = await apply_models(runtime, body, checkpoint, vae)
+    if kind == "img2img":
+        await store_inputs(body, runtime.store)
+
+    return await runtime.queue.enqueue(
+        kind,
+        body,
+        name=name,
+        priority=priority or 0,
+        idempotency_key=key,
+        checkpoint=pending_names[0],
+        vae=pending_names[1],
+        callback_url=callback_url,
+        callback_format=callback_format,
+    )
+
+
+def check_callback_url(url: str | None) -> str | None:
+    """A callback URL inuqueue can POST to, or a 422 that says what is wrong."""
+    if url is None or url == "":
+        return None
+    try:
+        parsed = URL(url)
+    except ValueError:
+        parsed = None
+    if (
+        parsed is None
+        or parsed.scheme not in ("http", "https")
+        or not parsed.host
+        or len(url) > MAX_CALLBACK_URL_CHARS
+    ):
+        raise ApiError(
+            422,
+            "invalid_callback_url",
+            f"callback_url must be an absolute http:// or https:// URL of at most "
+            f"{MAX_CALLBACK_URL_CHARS} characters, such as "
+            "http://127.0.0.1:8000/hook.",
+            field="callback_url",
+        )
+    return url
+
+
+async def apply_models(
+    runtime: Runtime, body: dict[str, Any], checkpoint: str | None, vae: str | None
+) -> tuple[str | None, str | None]:
+    """Write the overrides the names mean into the body; the names still to be
+    resolved when the task starts (the webui could not be asked now)."""
+    if checkpoint is not None and checkpoint.strip().lower() == SYSTEM_CHECKPOINT:
+        # "Whatever model the webui has loaded", as the Agent Scheduler reads it.
+        settings = dict(body.get("override_settings") or {})
+        settings.pop("sd_model_checkpoint", None)
+        body["override_settings"] = settings
+        checkpoint = None
+    overrides = await _resolve_models(runtime, checkpoint, vae)
+    if overrides is None:
+        return checkpoint, vae
+    for option, value in overrides.items():
+        set_override(body, option, value)
+    return None, None
 
 
 async def _resolve_models(
@@ -150,7 +205,8 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _idempotency_key(request: web.Request) -> str | None:
+def idempotency_key(request: web.Request) -> str | None:
+    """The request's Idempotency-Key header, checked."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None

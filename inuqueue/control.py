@@ -87,7 +87,7 @@ async def move_task(request: web.Request) -> web.Response:
 
 @routes.patch(API_PREFIX + "/task/{task_id}")
 async def edit_task(request: web.Request) -> web.Response:
-    """Rename a task, or change a pending task's priority."""
+    """Rename or bookmark a task, or change a pending task's priority."""
     task = await task_of(request)
     body = await read_json_object(request)
     changes: dict[str, Any] = {}
@@ -104,8 +104,19 @@ async def edit_task(request: web.Request) -> web.Response:
                 422, "invalid_field", "priority must be an integer.", field="priority"
             )
         changes["priority"] = priority
+    if "bookmarked" in body:
+        if not isinstance(body["bookmarked"], bool):
+            raise ApiError(
+                422,
+                "invalid_field",
+                "bookmarked must be true or false.",
+                field="bookmarked",
+            )
+        changes["bookmarked"] = body["bookmarked"]
     if not changes:
-        raise ApiError(422, "invalid_field", "Send name and/or priority to change.")
+        raise ApiError(
+            422, "invalid_field", "Send name, priority and/or bookmarked to change."
+        )
     await runtime_of(request).queue.update(task, changes)
     return _answer(request, task)
 
@@ -137,7 +148,7 @@ async def requeue_failed(request: web.Request) -> web.Response:
 
 @routes.post(API_PREFIX + "/queue/clear")
 async def clear_queue(request: web.Request) -> web.Response:
-    """Cancel every pending task."""
+    """Cancel every pending task that is not bookmarked."""
     cancelled = await runtime_of(request).queue.clear()
     return json_response({"cancelled": cancelled, "count": len(cancelled)})
 
@@ -172,7 +183,8 @@ async def history(request: web.Request) -> web.Response:
 
 @routes.delete(API_PREFIX + "/history")
 async def forget_history(request: web.Request) -> web.Response:
-    """Forget finished tasks; their images go once nothing points at them."""
+    """Forget finished tasks (not the bookmarked, nor those whose callback is
+    still being delivered); their images go once nothing points at them."""
     statuses = _statuses(request) or FINAL_STATUSES
     runtime = runtime_of(request)
     forgotten, orphans = await runtime.queue.forget(statuses)

@@ -36,6 +36,7 @@ _TYPES = {
     "move": "moved",
     "update": "updated",
     "forget": "forgotten",
+    "deliver": "callback",
 }
 
 
@@ -64,9 +65,12 @@ def event_from_record(record: Record) -> Event:
         return event
 
     event["type"] = _TYPES.get(op, op)
-    for key in ("task_id", "reason", "priority", "rank", "name"):
+    for key in ("task_id", "reason", "priority", "rank", "name", "bookmarked"):
         if key in record:
             event[key] = record[key]
+    if op == "deliver":
+        event["outcome"] = record.get("outcome") or "retrying"
+        event["status_code"] = record["attempt"].get("status_code")
     return event
 
 

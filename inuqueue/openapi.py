@@ -79,9 +79,25 @@ _SCHEMAS: dict[str, Schema] = {
             "error": _nullable({"type": "object"}),
             "requeued_from": _nullable(_STR),
             "requeued_as": _nullable(_STR),
+            "bookmarked": {"type": "boolean"},
+            "updated_at": _nullable(_STR),
+            "callback": _nullable(_ref("Callback")),
             "progress": _nullable(_ref("Progress")),
             "interrupt_requested": {"type": "boolean"},
             "request": {"type": "object"},
+        },
+    },
+    "Callback": {
+        "type": "object",
+        "required": ["url", "format", "delivery", "tries", "attempts"],
+        "properties": {
+            "url": _STR,
+            "format": {"type": "string", "enum": ["native", "agent-scheduler"]},
+            "delivery": _nullable(
+                {"enum": ["pending", "delivered", "rejected", "gave_up"]}
+            ),
+            "tries": _INT,
+            "attempts": {"type": "array", "items": {"type": "object"}},
         },
     },
     "Enqueued": {
@@ -96,13 +112,14 @@ _SCHEMAS: dict[str, Schema] = {
     },
     "GenerationRequest": {
         "type": "object",
-        "description": "The webui's own /sdapi/v1 body, plus inuqueue's four fields.",
+        "description": "The webui's own /sdapi/v1 body, plus inuqueue's five fields.",
         "additionalProperties": True,
         "properties": {
             "name": _nullable(_STR),
             "priority": _nullable(_INT),
             "checkpoint": _nullable(_STR),
             "vae": _nullable(_STR),
+            "callback_url": _nullable(_STR),
             "prompt": _STR,
             "steps": _INT,
             "init_images": {"type": "array", "items": _STR},
@@ -208,14 +225,18 @@ _PATHS: dict[str, Schema] = {
             },
         },
         "patch": {
-            "summary": "Rename a task or change a pending one's priority",
+            "summary": "Rename or bookmark a task, or change a pending one's priority",
             "requestBody": {
                 "required": True,
                 "content": {
                     "application/json": {
                         "schema": {
                             "type": "object",
-                            "properties": {"name": _nullable(_STR), "priority": _INT},
+                            "properties": {
+                                "name": _nullable(_STR),
+                                "priority": _INT,
+                                "bookmarked": {"type": "boolean"},
+                            },
                         }
                     }
                 },

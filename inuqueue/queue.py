@@ -30,6 +30,16 @@ from inuqueue.state import FINAL_STATUSES, QueueState, StateError, Task, TaskTyp
 log = structlog.get_logger("inuqueue.queue")
 
 
+# Changes that only a pending task takes.
+PENDING_ONLY_CHANGES = ("priority", "request", "checkpoint", "vae")
+
+
+def keeps(task: Task) -> bool:
+    """Whether forgetting a finished task must wait: it is bookmarked, or its
+    callback is still being delivered (forgetting it would lose the delivery)."""
+    return task.bookmarked or task.delivery == "pending"
+
+
 class TaskConflict(InuqueueError):
     """The task is not in a status that allows the change."""
 
@@ -140,6 +150,7 @@ class TaskQueue:
 
     def _expired_history(self) -> list[Task]:
         finished = [self.state.tasks[key[1]] for key in self.state.history]
+        finished = [task for task in finished if not keeps(task)]
         expired = finished[self.history_keep :] if self.history_keep is not None else []
         if self.history_max_age_s is not None:
             cutoff = datetime.now(timezone.utc) - timedelta(
@@ -230,6 +241,8 @@ class TaskQueue:
         requeued_from: str | None = None,
         checkpoint: str | None = None,
         vae: str | None = None,
+        callback_url: str | None = None,
+        callback_format: str = "native",
     ) -> Enqueued:
         """Add a task; with a known idempotency key, return the original instead."""
         if idempotency_key is not None:
@@ -254,6 +267,9 @@ class TaskQueue:
             spec["checkpoint"] = checkpoint
         if vae is not None:
             spec["vae"] = vae
+        if callback_url is not None:
+            spec["callback_url"] = callback_url
+            spec["callback_format"] = callback_format
         record, task = self._commit("enqueue", {"task": spec})
         # What the acknowledged record made of the task; the consumer may start it
         # before the fsync returns.
@@ -428,25 +444,51 @@ class TaskQueue:
         log.info("task.moved", task_id=task.task_id, position=self.state.position(task))
 
     async def update(self, task: Task, changes: dict[str, Any]) -> None:
-        """Change a task's name (any task) or priority (a pending one)."""
-        if "priority" in changes and task.status != "pending":
-            raise self._conflict(task, "change priority")
+        """Change a task's name or bookmark (any task), or the priority, request,
+        checkpoint or VAE of a pending one."""
+        pending_only = [key for key in PENDING_ONLY_CHANGES if key in changes]
+        if pending_only and task.status != "pending":
+            raise self._conflict(task, f"change {', '.join(pending_only)}")
         if changes:
             await self._commit_durable("update", {"task_id": task.task_id, **changes})
-            log.info("task.updated", task_id=task.task_id, **changes)
+            # A request is too large for a log line; that it changed is enough.
+            logged = {
+                k: ("changed" if k == "request" else v) for k, v in changes.items()
+            }
+            log.info("task.updated", task_id=task.task_id, **logged)
 
-    async def requeue(self, task: Task) -> Enqueued:
-        """A new pending task with the same request as a finished one."""
+    async def record_delivery(
+        self, task: Task, attempt: dict[str, Any], outcome: str | None
+    ) -> None:
+        """Journal one try to deliver a task's callback, and whether it was the last."""
+        await self._commit_durable(
+            "deliver", {"task_id": task.task_id, "attempt": attempt, "outcome": outcome}
+        )
+        log_fn = log.info if outcome in (None, "delivered") else log.warning
+        log_fn(
+            "callback.delivered" if outcome == "delivered" else "callback.attempted",
+            task_id=task.task_id,
+            outcome=outcome or "retrying",
+            tries=task.delivery_tries,
+            status_code=attempt.get("status_code"),
+            error=attempt.get("error"),
+        )
+
+    async def requeue(self, task: Task, *, name: str | None = None) -> Enqueued:
+        """A new pending task with the same request (and callback) as a finished
+        one; named `name`, or as the original."""
         if task.status not in FINAL_STATUSES:
             raise self._conflict(task, "be queued again before it finished")
         return await self.enqueue(
             task.type,
             task.request,
-            name=task.name,
+            name=task.name if name is None else name,
             priority=task.priority,
             requeued_from=task.task_id,
             checkpoint=task.checkpoint,
             vae=task.vae,
+            callback_url=task.callback_url,
+            callback_format=task.callback_format or "native",
         )
 
     async def requeue_failed(self) -> list[str]:
@@ -459,8 +501,13 @@ class TaskQueue:
         return [(await self.requeue(task)).task.task_id for task in failed]
 
     async def clear(self) -> list[str]:
-        """Cancel every pending task; the ids, in the order they would have run."""
-        tasks = self.state.pending_page(0, len(self.state.pending))
+        """Cancel every pending task but the bookmarked; the ids, in the order they
+        would have run."""
+        tasks = [
+            task
+            for task in self.state.pending_page(0, len(self.state.pending))
+            if not task.bookmarked
+        ]
         records = [self._commit("cancel", {"task_id": t.task_id})[0] for t in tasks]
         if records:
             await self.journal.wait_durable(records[-1]["seq"])
@@ -468,9 +515,22 @@ class TaskQueue:
         return [task.task_id for task in tasks]
 
     async def forget(self, statuses: frozenset[str]) -> tuple[list[str], set[str]]:
-        """Forget finished tasks; the ids, and the digests nothing points at now."""
+        """Forget finished tasks but the kept ones (`keeps`); the ids, and the
+        digests nothing points at now."""
         tasks = [self.state.tasks[key[1]] for key in self.state.history]
-        return await self._forget_tasks([t for t in tasks if t.status in statuses])
+        return await self._forget_tasks(
+            [t for t in tasks if t.status in statuses and not keeps(t)]
+        )
+
+    async def forget_task(self, task: Task) -> set[str] | None:
+        """Forget one finished task unless it is kept (then None); the digests
+        nothing points at now."""
+        if task.status not in FINAL_STATUSES:
+            raise self._conflict(task, "be forgotten before it finished")
+        if keeps(task):
+            return None
+        _, orphans = await self._forget_tasks([task])
+        return orphans
 
     async def _forget_tasks(self, tasks: list[Task]) -> tuple[list[str], set[str]]:
         digests = {digest for task in tasks for digest in task.digests()}

@@ -4,7 +4,8 @@ Operations and their keys (besides seq, ts and op):
 
 ``enqueue``    ``task``: task_id, type, name, priority, request, idempotency_key,
                requeued_from (the task it repeats, if any), checkpoint and vae
-               (names the webui could not be asked about at enqueue)
+               (names the webui could not be asked about at enqueue),
+               callback_url and callback_format (``native``, ``agent-scheduler``)
 ``start``      ``task_id``: the consumer sent it to the webui; attempts + 1
 ``release``    ``task_id``, ``reason``: it never reached the webui; attempts - 1
 ``retry``      ``task_id``, ``reason``: the attempt broke off; pending again
@@ -15,8 +16,12 @@ Operations and their keys (besides seq, ts and op):
 ``pause``, ``resume``: no new task starts while paused
 ``move``       ``task_id``, ``priority``, ``rank``, and ``ranks`` ({task_id: rank})
                when the others of that priority had to be renumbered
-``update``     ``task_id``, and ``name`` and/or ``priority``
+``update``     ``task_id``, and any of ``name``, ``priority``, ``bookmarked``,
+               ``request``, ``checkpoint``, ``vae`` (the last three: pending only)
 ``forget``     ``task_id``: a finished task leaves the history
+``deliver``    ``task_id``, ``attempt`` (one try to POST the outcome to the task's
+               callback_url) and ``outcome``: None while it is tried again, or
+               ``delivered``, ``rejected``, ``gave_up``
 ``snapshot``   opens a compacted journal: ``paused``, ``tasks`` (how many follow)
 ``snapshot_task``  ``task``: one task with every field, as the snapshot saw it
 """
@@ -38,6 +43,10 @@ TaskType = Literal["txt2img", "img2img"]
 TASK_TYPES: tuple[TaskType, ...] = ("txt2img", "img2img")
 STATUSES = ("pending", "running", "done", "failed", "interrupted", "cancelled")
 FINAL_STATUSES = frozenset({"done", "failed", "interrupted", "cancelled"})
+DELIVERY_OUTCOMES = frozenset({"delivered", "rejected", "gave_up"})
+# Attempts kept on a task: enough to see a pattern, bounded for a receiver down
+# for a day.
+KEPT_ATTEMPTS = 20
 
 Record = dict[str, Any]
 PendingKey = tuple[int, float, str]
@@ -75,6 +84,16 @@ class Task:
     # Checkpoint and VAE names still to be resolved against the webui at start.
     checkpoint: str | None = None
     vae: str | None = None
+    # Pinned: the clears and the history retention leave it alone.
+    bookmarked: bool = False
+    updated_at: str | None = None
+    # Where the outcome is POSTed once final, in which API's form, and how that went:
+    # delivery is None (no callback), pending, or one of DELIVERY_OUTCOMES.
+    callback_url: str | None = None
+    callback_format: str | None = None
+    delivery: str | None = None
+    delivery_attempts: list[dict[str, Any]] = field(default_factory=list)
+    delivery_tries: int = 0
 
     @property
     def pending_key(self) -> PendingKey:
@@ -85,16 +104,18 @@ class Task:
         """Every stored image the task points at: its inputs and its results."""
         for image in self.images:
             yield image["digest"]
-        if self.type != "img2img":
-            # A txt2img body may carry any keys; only img2img inputs are stored.
-            return
-        inits = self.request.get("init_images")
-        for value in [
-            *(inits if isinstance(inits, list) else []),
-            self.request.get("mask"),
-        ]:
-            if isinstance(value, dict) and isinstance(value.get("digest"), str):
-                yield value["digest"]
+        yield from _request_digests(self.type, self.request)
+
+
+def _request_digests(task_type: str, request: dict[str, Any]) -> Iterator[str]:
+    """The stored input images a request points at."""
+    if task_type != "img2img":
+        # A txt2img body may carry any keys; only img2img inputs are stored.
+        return
+    inits = request.get("init_images")
+    for value in [*(inits if isinstance(inits, list) else []), request.get("mask")]:
+        if isinstance(value, dict) and isinstance(value.get("digest"), str):
+            yield value["digest"]
 
 
 class QueueState:
@@ -117,6 +138,8 @@ class QueueState:
         }
         # How many tasks point at each stored image; 0 means it may be collected.
         self.image_refs: Counter[str] = Counter()
+        # Finished tasks whose callback is still to be delivered, oldest first.
+        self.deliveries: dict[str, Task] = {}
         self.last_seq = 0
 
     def apply(self, record: Record) -> Task | None:
@@ -127,6 +150,8 @@ class QueueState:
             raise StateError(f"unknown operation {op!r}")
 
         task = handler(self, record)
+        if task is not None and op != "snapshot_task":
+            task.updated_at = record["ts"]
         self.last_seq = record["seq"]
         return task
 
@@ -195,6 +220,8 @@ class QueueState:
             requeued_from=spec.get("requeued_from"),
             checkpoint=spec.get("checkpoint"),
             vae=spec.get("vae"),
+            callback_url=spec.get("callback_url"),
+            callback_format=spec.get("callback_format"),
         )
         self.tasks[task.task_id] = task
         self.pending.add(task.pending_key)
@@ -245,6 +272,9 @@ class QueueState:
         key = (-record["seq"], task.task_id)
         self.history.add(key)
         self.history_by_status[status].add(key)
+        if task.callback_url is not None:
+            task.delivery = "pending"
+            self.deliveries[task.task_id] = task
 
     def _cancel(self, record: Record) -> Task:
         task = self._expect(record, "pending")
@@ -273,6 +303,8 @@ class QueueState:
             key = (-task.finish_seq, task.task_id)
             self.history.add(key)
             self.history_by_status[task.status].add(key)
+        if task.delivery == "pending":
+            self.deliveries[task.task_id] = task
         if task.idempotency_key is not None:
             self.idempotency[task.idempotency_key] = task.task_id
         self.image_refs.update(task.digests())
@@ -290,14 +322,47 @@ class QueueState:
 
     def _update(self, record: Record) -> Task:
         task = self.get(record["task_id"])
+        pending_only = [key for key in _PENDING_ONLY_FIELDS if key in record]
+        if pending_only and task.status != "pending":
+            raise StateError(
+                f"only a pending task changes {', '.join(pending_only)}: "
+                f"{task.task_id} is {task.status}"
+            )
+
         if "name" in record:
             task.name = record["name"]
+        if "bookmarked" in record:
+            task.bookmarked = bool(record["bookmarked"])
+        if "request" in record:
+            # Input images are stored before the record that points at them.
+            self.image_refs.update(
+                digest for digest in _request_digests(task.type, record["request"])
+            )
+            self._drop_refs(_request_digests(task.type, task.request))
+            task.request = record["request"]
+        for key in ("checkpoint", "vae"):
+            if key in record:
+                setattr(task, key, record[key])
         if "priority" in record:
-            if task.status != "pending":
-                raise StateError(
-                    f"only a pending task changes priority: {task.task_id}"
-                )
             self._rekey(task, priority=record["priority"])
+        return task
+
+    def _deliver(self, record: Record) -> Task:
+        task = self.get(record["task_id"])
+        if task.delivery != "pending":
+            raise StateError(
+                f"task {task.task_id} has no callback waiting to be delivered"
+            )
+        outcome = record.get("outcome")
+        if outcome is not None and outcome not in DELIVERY_OUTCOMES:
+            raise StateError(f"{outcome!r} is not a delivery outcome")
+
+        task.delivery_tries += 1
+        task.delivery_attempts.append(record["attempt"])
+        del task.delivery_attempts[:-KEPT_ATTEMPTS]
+        if outcome is not None:
+            task.delivery = outcome
+            del self.deliveries[task.task_id]
         return task
 
     def _forget(self, record: Record) -> Task:
@@ -308,14 +373,18 @@ class QueueState:
         key = (-task.finish_seq, task.task_id)
         self.history.remove(key)
         self.history_by_status[task.status].remove(key)
-        for digest in task.digests():
+        self._drop_refs(task.digests())
+        if task.idempotency_key is not None:
+            self.idempotency.pop(task.idempotency_key, None)
+        self.deliveries.pop(task.task_id, None)
+        del self.tasks[task.task_id]
+        return task
+
+    def _drop_refs(self, digests: Iterable[str]) -> None:
+        for digest in digests:
             self.image_refs[digest] -= 1
             if self.image_refs[digest] <= 0:
                 del self.image_refs[digest]
-        if task.idempotency_key is not None:
-            self.idempotency.pop(task.idempotency_key, None)
-        del self.tasks[task.task_id]
-        return task
 
     def _rekey(
         self, task: Task, *, priority: int | None = None, rank: float | None = None
@@ -356,7 +425,9 @@ _HANDLERS = {
     "move": QueueState._move,
     "update": QueueState._update,
     "forget": QueueState._forget,
+    "deliver": QueueState._deliver,
     "snapshot": QueueState._snapshot,
     "snapshot_task": QueueState._snapshot_task,
 }
 _FIELDS = tuple(Task.__dataclass_fields__)
+_PENDING_ONLY_FIELDS = ("priority", "request", "checkpoint", "vae")

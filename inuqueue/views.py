@@ -57,6 +57,9 @@ def task_view(
         "error": task.error,
         "requeued_from": task.requeued_from,
         "requeued_as": task.requeued_as,
+        "bookmarked": task.bookmarked,
+        "updated_at": task.updated_at,
+        "callback": callback_view(task),
     }
     if task.status == "running":
         view["progress"] = progress.get(task.task_id)
@@ -64,3 +67,16 @@ def task_view(
     if with_request:
         view["request"] = task.request
     return view
+
+
+def callback_view(task: Task) -> dict[str, Any] | None:
+    """Where a task's outcome goes and how its delivery went (None: nowhere)."""
+    if task.callback_url is None:
+        return None
+    return {
+        "url": task.callback_url,
+        "format": task.callback_format,
+        "delivery": task.delivery,
+        "tries": task.delivery_tries,
+        "attempts": task.delivery_attempts,
+    }
