@@ -24,6 +24,7 @@ from inuqueue.queue import TaskQueue
 from inuqueue.runtime import RUNTIME, Runtime
 from inuqueue.store import ImageStore
 from inuqueue.upstream import Upstream
+from inuqueue.webhooks import Deliverer
 
 log = structlog.get_logger("inuqueue.app")
 
@@ -136,6 +137,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     compactor_task = asyncio.create_task(
         _compact_when_due(queue, collector), name="compactor"
     )
+    deliverer_task = asyncio.create_task(
+        Deliverer(queue, store, config).run(), name="deliverer"
+    )
     log.info("daemon.started", data=str(config.data_dir), upstream=config.upstream)
     if not queue.state.tasks and any(store.digests()):
         log.warning(
@@ -159,7 +163,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         # Let a generation that is almost done finish rather than run it again.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(consumer.idle.wait(), config.shutdown_grace_s)
-    background = (consumer_task, collector_task, healer_task, compactor_task)
+    background = (
+        consumer_task,
+        collector_task,
+        healer_task,
+        compactor_task,
+        deliverer_task,
+    )
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)

@@ -166,6 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: none) [INUQUEUE_HISTORY_MAX_AGE_DAYS]",
     )
     serve.add_argument(
+        "--webhook-secret",
+        default=_env("WEBHOOK_SECRET", None),
+        help="sign callbacks with HMAC-SHA256 of this secret [INUQUEUE_WEBHOOK_SECRET]",
+    )
+    serve.add_argument(
+        "--webhook-retry-for-s",
+        type=_SECONDS,
+        default=_env("WEBHOOK_RETRY_FOR_S", defaults.webhook_retry_for_s, float),
+        help="how long after a task finished its callback is tried again "
+        "[INUQUEUE_WEBHOOK_RETRY_FOR_S]",
+    )
+    serve.add_argument(
+        "--public-url",
+        default=_env("PUBLIC_URL", None),
+        help="the base URL callback receivers fetch images from (default: "
+        "http://HOST:PORT) [INUQUEUE_PUBLIC_URL]",
+    )
+    serve.add_argument(
         "--progress-interval-s",
         type=_at_least(0.05, float),
         default=_env("PROGRESS_INTERVAL_S", defaults.progress_interval_s, float),
@@ -279,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _upstream_problem(args.upstream)
             or _data_problem(args.data)
             or _auth_problem(args.token, args.upstream_auth)
+            or _public_url_problem(args.public_url)
         )
         if problem:
             print(f"inuqueue: {problem}", file=sys.stderr)
@@ -329,6 +348,9 @@ async def _run(args: argparse.Namespace) -> int:
             progress_interval_s=args.progress_interval_s,
             token=args.token,
             upstream_auth=args.upstream_auth or None,
+            webhook_secret=args.webhook_secret or None,
+            webhook_retry_for_s=args.webhook_retry_for_s,
+            public_url=args.public_url or None,
         )
         await serve_until_stopped(
             create_app(config),
@@ -414,6 +436,15 @@ def _upstream_problem(url: str) -> str | None:
     return (
         f"--upstream {url!r} is not an http:// or https:// URL; give the "
         "webui's address, e.g. http://127.0.0.1:7860"
+    )
+
+
+def _public_url_problem(url: str | None) -> str | None:
+    if not url or url.startswith(("http://", "https://")):
+        return None
+    return (
+        f"--public-url {url!r} is not an http:// or https:// URL; give the address "
+        "callback receivers reach this daemon at, e.g. http://192.168.1.5:7861"
     )
 
 

@@ -61,8 +61,33 @@ class Config:
     upstream_auth: str | None = None
     # Logs as JSON lines (None: JSON unless stderr is a terminal).
     log_json: bool | None = None
+    # Callbacks are signed with HMAC-SHA256 of this secret (None: unsigned).
+    webhook_secret: str | None = None
+    # One delivery try waits this long for the receiver's answer.
+    webhook_timeout_s: float = 10.0
+    # Back-off between tries of a failed delivery, doubling up to the cap, and how
+    # long after the task finished inuqueue keeps trying before it gives up.
+    webhook_retry_initial_s: float = 1.0
+    webhook_retry_max_s: float = 300.0
+    webhook_retry_for_s: float = 86_400.0
+    # Deliveries in flight at once, so one slow receiver does not hold up others.
+    webhook_concurrency: int = 4
+    # The base URL receivers fetch images from (None: http://host:port).
+    public_url: str | None = None
 
     @property
     def upstream_url(self) -> str:
         """The upstream base URL without a trailing slash."""
         return self.upstream.rstrip("/")
+
+    @property
+    def public_base_url(self) -> str:
+        """Where others reach this daemon, without a trailing slash."""
+        if self.public_url is not None:
+            return self.public_url.rstrip("/")
+        # A wildcard address is not one a receiver can connect to.
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
+            self.host, self.host
+        )
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port}"

@@ -215,6 +215,10 @@ class TaskQueue:
             await self.journal.wait_durable(self.journal.last_seq)
         return self.state
 
+    def changed(self) -> asyncio.Event:
+        """An event set at the next change; take it before looking at the state."""
+        return self._changed
+
     async def wait_until(self, predicate: Callable[[], bool]) -> bool:
         """Wait until `predicate()` is true (checked after every change) or the
         daemon stops; returns whether it became true."""
@@ -461,6 +465,12 @@ class TaskQueue:
         self, task: Task, attempt: dict[str, Any], outcome: str | None
     ) -> None:
         """Journal one try to deliver a task's callback, and whether it was the last."""
+        current = self.state.tasks.get(task.task_id)
+        if current is None or current.delivery != "pending":
+            # Forgotten, or already settled, while the try was on its way: a
+            # record now would not fit the state it is replayed onto.
+            return
+        task = current
         await self._commit_durable(
             "deliver", {"task_id": task.task_id, "attempt": attempt, "outcome": outcome}
         )
