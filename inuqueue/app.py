@@ -11,7 +11,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from inuqueue import api, control, openapi, sse, webui_routes
+from inuqueue import agent_scheduler, api, control, openapi, sse, webui_routes
 from inuqueue.access import is_loopback, make_token_middleware
 from inuqueue.collector import ImageCollector
 from inuqueue.config import Config
@@ -46,7 +46,7 @@ def create_app(config: Config) -> web.Application:
         middlewares=middlewares, client_max_size=config.max_body_bytes
     )
     app[RUNTIME] = Runtime(config=config, upstream=upstream)
-    for module in (api, control, openapi, sse, webui_routes):
+    for module in (api, control, openapi, sse, webui_routes, agent_scheduler):
         app.add_routes(module.routes)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_streams)

@@ -35,8 +35,8 @@ PENDING_ONLY_CHANGES = ("priority", "request", "checkpoint", "vae")
 
 
 def keeps(task: Task) -> bool:
-    """Whether forgetting a finished task must wait: it is bookmarked, or its
-    callback is still being delivered (forgetting it would lose the delivery)."""
+    """Whether the clears and the retention leave a finished task: it is
+    bookmarked, or its callback is still owed (forgetting it would lose that)."""
     return task.bookmarked or task.delivery == "pending"
 
 
@@ -528,19 +528,24 @@ class TaskQueue:
         """Forget finished tasks but the kept ones (`keeps`); the ids, and the
         digests nothing points at now."""
         tasks = [self.state.tasks[key[1]] for key in self.state.history]
-        return await self._forget_tasks(
-            [t for t in tasks if t.status in statuses and not keeps(t)]
-        )
+        return await self.forget_tasks([t for t in tasks if t.status in statuses])
 
-    async def forget_task(self, task: Task) -> set[str] | None:
-        """Forget one finished task unless it is kept (then None); the digests
-        nothing points at now."""
-        if task.status not in FINAL_STATUSES:
-            raise self._conflict(task, "be forgotten before it finished")
-        if keeps(task):
-            return None
-        _, orphans = await self._forget_tasks([task])
-        return orphans
+    async def forget_tasks(
+        self, tasks: list[Task], *, keep_bookmarked: bool = True
+    ) -> tuple[list[str], set[str]]:
+        """Forget these finished tasks, but those with a callback still owed (and
+        the bookmarked, unless told not to); the ids, and the orphaned digests."""
+        for task in tasks:
+            if task.status not in FINAL_STATUSES:
+                raise self._conflict(task, "be forgotten before it finished")
+        return await self._forget_tasks(
+            [
+                task
+                for task in tasks
+                if task.delivery != "pending"
+                and not (keep_bookmarked and task.bookmarked)
+            ]
+        )
 
     async def _forget_tasks(self, tasks: list[Task]) -> tuple[list[str], set[str]]:
         digests = {digest for task in tasks for digest in task.digests()}
