@@ -120,6 +120,10 @@ schema = schemathesis.openapi.from_dict(document()).exclude(path="/events")
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_the_api_keeps_to_its_document(case: Any, served: ThreadedDaemon) -> None:
+    if isinstance(case.body, dict) and isinstance(case.body.get("callback_url"), str):
+        # A generated URL could name any host: callbacks go only to this daemon
+        # (which passes them to the stand-in, which refuses them).
+        case.body["callback_url"] = served.url + "/hook"
     response = case.call(base_url=served.url + API_PREFIX, timeout=30)
     case.validate_response(
         response,
