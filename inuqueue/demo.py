@@ -1,14 +1,17 @@
 """`inuqueue demo`: the stand-in webui and the daemon doing real work, with a crash.
 
-It queues a handful of realistic requests, watches them run, kills the daemon with
-no warning part-way, starts it again on the same data directory and waits until the
-queue is empty. It succeeds only if every task ends done with its images on disk.
+It queues a handful of realistic requests (one through the Agent Scheduler API),
+each with a callback to a small receiver in this process, watches them run, kills the
+daemon with no warning part-way, starts it again on the same data directory and waits
+until the queue is empty. It succeeds only if every task ends done with its images on
+disk and every callback arrived with a valid signature.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import sys
 import time
 from datetime import datetime, timezone
@@ -17,10 +20,13 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp import web
 
 from inuqueue.standin.images import make_png
+from inuqueue.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 API = "/inuqueue/v1"
+AGENT_SCHEDULER_API = "/agent-scheduler/v1"
 # Generous bounds: the demo's whole queue takes some 15 s of simulated work.
 START_TIMEOUT_S = 30.0
 FINISH_TIMEOUT_S = 180.0
@@ -72,7 +78,7 @@ REQUESTS: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
-        "txt2img",
+        "agent-scheduler txt2img",
         {
             "name": "city at night",
             "prompt": "a neon city at night, rain, cinematic",
@@ -98,6 +104,49 @@ REQUESTS: list[tuple[str, dict[str, Any]]] = [
 
 class DemoFailed(Exception):
     """The demo could not show what it should."""
+
+
+class Receiver:
+    """A callback receiver on loopback that checks each delivery's signature.
+
+    It answers the very first delivery with 503, so that the demo shows a retry.
+    """
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.url = ""
+        # task id -> (deliveries received, every one signed correctly)
+        self.received: dict[str, tuple[int, bool]] = {}
+        self.refused_once = False
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/hook"
+        return self.url
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if not self.refused_once:
+            self.refused_once = True
+            return web.Response(status=503)
+        stamp = request.headers.get(TIMESTAMP_HEADER, "0")
+        expected = sign(self.secret, int(stamp), body)
+        valid = request.headers.get(SIGNATURE_HEADER) == expected
+        task_id = request.headers.get("X-Inuqueue-Task-Id", "")
+        count, all_valid = self.received.get(task_id, (0, True))
+        self.received[task_id] = (count + 1, all_valid and valid)
+        return web.Response(status=204)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
 
 class Process:
@@ -189,14 +238,18 @@ async def run_demo(data_root: Path, step_ms: float = STANDIN_STEP_MS) -> int:
         ["standin", "--port", "0", "--step-ms", str(step_ms)],
         work / "standin.log",
     )
+    secret = secrets.token_hex(16)
+    receiver = Receiver(secret)
     daemon_args = ["serve", "--port", "0", "--data", str(data_dir)]
+    daemon_args += ["--webhook-secret", secret]
     daemons: list[Process] = []
     try:
         upstream = await standin.start()
         say(f"stand-in webui listening on {upstream}")
+        say(f"callback receiver listening on {await receiver.start()}")
         daemon_args += ["--upstream", upstream]
         async with aiohttp.ClientSession() as http:
-            return await _scenario(http, daemon_args, daemons, work)
+            return await _scenario(http, daemon_args, daemons, work, receiver)
     except DemoFailed as exc:
         say(f"demo FAILED: {exc}")
         return 1
@@ -204,6 +257,7 @@ async def run_demo(data_root: Path, step_ms: float = STANDIN_STEP_MS) -> int:
         for daemon in daemons:
             await daemon.stop()
         await standin.stop()
+        await receiver.stop()
 
 
 async def _scenario(
@@ -211,6 +265,7 @@ async def _scenario(
     daemon_args: list[str],
     daemons: list[Process],
     work: Path,
+    receiver: Receiver,
 ) -> int:
     first = Process("daemon", daemon_args, work / "daemon.log")
     daemons.append(first)
@@ -224,7 +279,7 @@ async def _scenario(
         f"{len(await teapot.json(content_type=None))} models"
     )
 
-    task_ids = await _enqueue_all(http, url)
+    task_ids = await _enqueue_all(http, url, receiver.url)
     statuses = await _watch(http, url, task_ids, until_done=2)
 
     running = "while a task runs" if "running" in statuses else "between two tasks"
@@ -238,24 +293,35 @@ async def _scenario(
     url = await second.start()
     say(f"inuqueue restarted on {url}; the journal was replayed")
     await _watch(http, url, task_ids, until_done=len(task_ids))
-    return await _report(http, url, task_ids, work / "data")
+    complete = await _report(http, url, task_ids, work / "data")
+    delivered = await _callbacks(http, url, task_ids, receiver)
+    ok = complete and delivered
+    say("")
+    say(
+        "demo OK: every task done, images on disk, every callback signed and received"
+        if ok
+        else "demo FAILED"
+    )
+    return 0 if ok else 1
 
 
-async def _enqueue_all(http: aiohttp.ClientSession, url: str) -> list[str]:
+async def _enqueue_all(
+    http: aiohttp.ClientSession, url: str, callback_url: str
+) -> list[str]:
     init_png = make_png(2024, 512, 512)
     task_ids = []
     for kind, body in REQUESTS:
+        body = {**body, "callback_url": callback_url}
         if kind == "img2img":
-            body = {**body, "init_images": [base64.b64encode(init_png).decode()]}
-        async with http.post(f"{url}{API}/queue/{kind}", json=body) as response:
+            body["init_images"] = [base64.b64encode(init_png).decode()]
+        api, _, route = kind.rpartition(" ")
+        prefix = AGENT_SCHEDULER_API if api == "agent-scheduler" else API
+        async with http.post(f"{url}{prefix}/queue/{route}", json=body) as response:
             answer = await response.json()
-            if response.status != 202:
+            if response.status not in (200, 202):
                 raise DemoFailed(f"enqueue answered {response.status}: {answer}")
         task_ids.append(answer["task_id"])
-        say(
-            f"queued {kind} {body['name']!r} -> {answer['task_id']} "
-            f"(position {answer['position']})"
-        )
+        say(f"queued {kind} {body['name']!r} -> {answer['task_id']}")
     return task_ids
 
 
@@ -293,7 +359,7 @@ async def _task(http: aiohttp.ClientSession, url: str, task_id: str) -> Any:
 
 async def _report(
     http: aiohttp.ClientSession, url: str, task_ids: list[str], data_dir: Path
-) -> int:
+) -> bool:
     say("")
     say("every task:")
     complete = True
@@ -311,6 +377,30 @@ async def _report(
             say(f"    {url}{image['url']}")
             say(f"    {path}{'' if on_disk else '  (MISSING)'}")
         complete = complete and task["status"] == "done" and bool(task["images"])
+    return complete
+
+
+async def _callbacks(
+    http: aiohttp.ClientSession, url: str, task_ids: list[str], receiver: Receiver
+) -> bool:
+    """Wait (bounded) until every task's callback is delivered; report each."""
+    deadline = time.monotonic() + FINISH_TIMEOUT_S
+    while time.monotonic() < deadline:
+        tasks = [await _task(http, url, task_id) for task_id in task_ids]
+        if all(t["callback"]["delivery"] != "pending" for t in tasks):
+            break
+        await asyncio.sleep(POLL_INTERVAL_S)
     say("")
-    say("demo OK: every task done, images on disk" if complete else "demo FAILED")
-    return 0 if complete else 1
+    say("callbacks:")
+    every = True
+    for task in tasks:
+        callback = task["callback"]
+        count, valid = receiver.received.get(task["task_id"], (0, False))
+        codes = [attempt["status_code"] for attempt in callback["attempts"]]
+        say(
+            f"- {task['name']!r}: {callback['delivery']} after {callback['tries']} "
+            f"tr{'y' if callback['tries'] == 1 else 'ies'} (answers {codes}), "
+            f"{count} received, signature {'valid' if valid else 'INVALID'}"
+        )
+        every = every and callback["delivery"] == "delivered" and count > 0 and valid
+    return every
