@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import structlog
 from aiohttp import web
 
 from inuqueue.agent_views import queue_status, task_model
@@ -31,6 +32,7 @@ from inuqueue.api import (
     idempotency_key,
     read_json_object,
     runtime_of,
+    store_input,
     store_inputs,
 )
 from inuqueue.checkpoints import fetch_models
@@ -47,6 +49,7 @@ DEFAULT_LIMIT = 20
 _HISTORY_STATUSES = frozenset({"done", "failed", "interrupted"})
 _IMAGE_PARAMS = ("init_images", "mask")
 
+log = structlog.get_logger("inuqueue.agent_scheduler")
 routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -277,29 +280,28 @@ async def _edited_request(
     """The `update` fields for a pending task's new checkpoint and params."""
     runtime = runtime_of(request)
     edits = dict(params or {})
-    # The listing leaves these out, so a client that sends back what it read
-    # sends them as null: that keeps the stored ones.
+    # The listing shows the checkpoint among the params; it is no webui field.
     edits.pop("checkpoint", None)
-    images = {k: edits.pop(k) for k in _IMAGE_PARAMS if edits.get(k) is not None}
-    for key in _IMAGE_PARAMS:
-        edits.pop(key, None)
-    merged = {
-        **{k: v for k, v in task.request.items() if k not in _IMAGE_PARAMS},
-        **edits,
-    }
-    errors = request_errors(task.type, {**merged, **images})
+    images: dict[str, Any] = {}
+    if task.type == "img2img":
+        # The listing leaves the input images out, so a client that sends back
+        # what it read sends none: null or absent keeps the stored ones.
+        for key in _IMAGE_PARAMS:
+            value = edits.pop(key, None)
+            if value is not None:
+                images[key] = value
+    kept = {k: v for k, v in task.request.items() if k not in images}
+    merged = {**kept, **edits}
+    checked = {k: v for k, v in merged.items() if k not in _IMAGE_PARAMS}
+    errors = request_errors(task.type, {**checked, **images})
     if errors:
-        raise _Invalid(errors[0]["loc"], errors[0]["msg"], errors[0]["type"]) from None
+        raise _Invalid(errors[0]["loc"], errors[0]["msg"], errors[0]["type"])
 
-    if images:
-        await store_inputs(
-            images if "init_images" in images else {**images, "init_images": []},
-            runtime.store,
-        )
-    for key in _IMAGE_PARAMS:
-        value = images.get(key, task.request.get(key))
-        if value is not None:
-            merged[key] = value
+    if "init_images" in images:
+        await store_inputs(images, runtime.store)
+    elif "mask" in images:
+        images["mask"] = await store_input(images["mask"], "mask", runtime.store)
+    merged.update(images)
     changes: dict[str, Any] = {"request": merged}
     if checkpoint is not None:
         pending_name, _ = await apply_models(runtime, merged, checkpoint, None)
@@ -502,12 +504,21 @@ async def _stream_zip(request: web.Request, task: Task) -> web.StreamResponse:
     await response.prepare(request)
     sink = _Chunks()
     # Images are compressed already: storing them costs nothing and saves CPU.
-    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:
-        for index, image in enumerate(task.images, start=1):
+    archive = zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED)
+    for index, image in enumerate(task.images, start=1):
+        try:
             content = await _read(request, image["digest"])
-            name = _entry_name(index, image)
-            await asyncio.to_thread(archive.writestr, name, content)
-            await response.write(sink.take())
+        except ApiError as exc:
+            # The status line is gone already: cut the stream off, so that the
+            # client holds an archive without its directory, never a short one.
+            log.warning("results.zip_cut", task_id=task.task_id, error=exc.message)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        name = _entry_name(index, image)
+        await asyncio.to_thread(archive.writestr, name, content)
+        await response.write(sink.take())
+    archive.close()
     await response.write(sink.take())
     await response.write_eof()
     return response

@@ -281,14 +281,16 @@ async def store_inputs(body: dict[str, Any], store: ImageStore) -> None:
             field="init_images",
         )
     body["init_images"] = [
-        await _store_input(item, f"init_images[{index}]", store)
+        await store_input(item, f"init_images[{index}]", store)
         for index, item in enumerate(inits)
     ]
     if body.get("mask"):
-        body["mask"] = await _store_input(body["mask"], "mask", store)
+        body["mask"] = await store_input(body["mask"], "mask", store)
 
 
-async def _store_input(value: Any, field: str, store: ImageStore) -> Any:
+async def store_input(value: Any, field: str, store: ImageStore) -> Any:
+    """One input image into the store: its digest in the body's place (a URL
+    stays as it is); a 422 if it is no image."""
     if not isinstance(value, str):
         raise ApiError(
             422, "invalid_image", f"{field} must be a base64 string.", field=field
