@@ -138,7 +138,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         _compact_when_due(queue, collector), name="compactor"
     )
     deliverer_task = asyncio.create_task(
-        Deliverer(queue, store, config).run(), name="deliverer"
+        Deliverer(queue, store, config, runtime.public_base_url).run(),
+        name="deliverer",
     )
     log.info("daemon.started", data=str(config.data_dir), upstream=config.upstream)
     if not queue.state.tasks and any(store.digests()):

@@ -328,6 +328,7 @@ async def _run(args: argparse.Namespace) -> int:
 
     if args.command == "serve":
         from inuqueue.app import create_app
+        from inuqueue.runtime import RUNTIME
 
         config = Config(
             upstream=args.upstream,
@@ -352,12 +353,19 @@ async def _run(args: argparse.Namespace) -> int:
             webhook_retry_for_s=args.webhook_retry_for_s,
             public_url=args.public_url or None,
         )
+        app = create_app(config)
+        runtime = app[RUNTIME]
+
+        def listening(port: int) -> None:
+            runtime.bound_port = port
+
         await serve_until_stopped(
-            create_app(config),
+            app,
             args.host,
             args.port,
             "inuqueue",
             config.shutdown_grace_s,
+            on_listening=listening,
         )
         return EXIT_OK
 

@@ -80,14 +80,15 @@ class Config:
         """The upstream base URL without a trailing slash."""
         return self.upstream.rstrip("/")
 
-    @property
-    def public_base_url(self) -> str:
-        """Where others reach this daemon, without a trailing slash."""
+    def public_base_url(self, bound_port: int | None = None) -> str:
+        """Where others reach this daemon (listening on `bound_port`, if known),
+        without a trailing slash."""
         if self.public_url is not None:
             return self.public_url.rstrip("/")
-        # A wildcard address is not one a receiver can connect to.
+        # A wildcard address is not one a receiver can connect to. "::" listens
+        # on IPv6 alone (asyncio sets IPV6_V6ONLY), so its loopback is ::1.
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(
             self.host, self.host
         )
         shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.port}"
+        return f"http://{shown}:{bound_port or self.port}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 
 import structlog
 from aiohttp import web
@@ -20,11 +21,17 @@ def _url(host: str, port: int) -> str:
 
 
 async def serve_until_stopped(
-    app: web.Application, host: str, port: int, name: str, shutdown_timeout_s: float
+    app: web.Application,
+    host: str,
+    port: int,
+    name: str,
+    shutdown_timeout_s: float,
+    on_listening: Callable[[int], None] | None = None,
 ) -> None:
     """Start the app on host:port, log where it listens, stop on SIGINT/SIGTERM.
 
-    A stop waits at most `shutdown_timeout_s` for requests still being answered.
+    `on_listening` is told the port it got. A stop waits at most
+    `shutdown_timeout_s` for requests still being answered.
     """
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout_s
@@ -46,6 +53,8 @@ async def serve_until_stopped(
         if isinstance(address, tuple):
             bound_port = int(address[1])
             break
+    if on_listening is not None:
+        on_listening(bound_port)
     log.info("listening", service=name, url=_url(host, bound_port))
 
     stop = asyncio.Event()

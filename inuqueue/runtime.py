@@ -24,6 +24,12 @@ class Runtime:
     _store: ImageStore | None = None
     consumer: Consumer | None = None
     _collector: ImageCollector | None = None
+    # The port the daemon got (with --port 0, known only once it listens).
+    bound_port: int | None = None
+
+    def public_base_url(self) -> str:
+        """Where callback receivers reach this daemon."""
+        return self.config.public_base_url(self.bound_port)
 
     @property
     def queue(self) -> TaskQueue:

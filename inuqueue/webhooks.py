@@ -19,12 +19,14 @@ import hashlib
 import hmac
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
 import orjson
 import structlog
+from yarl import URL
 
 from inuqueue import __version__
 from inuqueue.config import Config
@@ -114,10 +116,19 @@ def multipart_body(
 class Deliverer:
     """Delivers every owed callback, a few at a time, retrying with back-off."""
 
-    def __init__(self, queue: TaskQueue, store: ImageStore, config: Config) -> None:
+    def __init__(
+        self,
+        queue: TaskQueue,
+        store: ImageStore,
+        config: Config,
+        base_url: Callable[[], str],
+    ) -> None:
         self.queue = queue
         self.store = store
         self.config = config
+        # Image URLs in payloads start with it; asked each time, because the
+        # port is known only once the daemon listens.
+        self.base_url = base_url
         self._in_flight: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
         # Set when a try ends, recorded or not, so its slot is filled again.
@@ -209,8 +220,10 @@ class Deliverer:
         status_code: int | None = None
         error: str | None = None
         try:
+            # encoded=True: the URL goes out exactly as the client wrote it.
+            url = URL(task.callback_url, encoded=True)
             async with self._session.post(
-                task.callback_url, data=body, headers=headers, allow_redirects=False
+                url, data=body, headers=headers, allow_redirects=False
             ) as response:
                 status_code = response.status
                 # Only the status matters; the connection is not kept for a body.
@@ -227,10 +240,11 @@ class Deliverer:
             )
             deadline_s = _epoch_s(task.finished_at or _iso(started_s))
             deadline_s += self.config.webhook_retry_for_s
-            if started_s + delay_s > deadline_s:
+            if started_s >= deadline_s:
                 outcome = "gave_up"
             else:
-                retry_at = _iso(started_s + delay_s)
+                # The last try comes at the end of the window, not a back-off short.
+                retry_at = _iso(min(started_s + delay_s, deadline_s))
         attempt = {
             "at": _iso(started_s),
             "status_code": status_code,
@@ -242,7 +256,7 @@ class Deliverer:
 
     async def _body(self, task: Task) -> tuple[bytes, str]:
         if task.callback_format != AGENT_SCHEDULER:
-            body = native_payload(task, self.config.public_base_url)
+            body = native_payload(task, self.base_url())
             return body, "application/json"
 
         files = []
