@@ -97,6 +97,8 @@ def _extension_errors(handler: Handler) -> Handler:
             if not isinstance(detail, list):
                 field = exc.extra.get("field")
                 loc = ["body", field] if field else ["body"]
+                if exc.code == "invalid_idempotency_key":
+                    loc = ["header", "idempotency-key"]
                 detail = [{"loc": loc, "msg": exc.message, "type": exc.code}]
             return _unprocessable(detail, exc.message)
 
@@ -349,10 +351,8 @@ async def run_task(request: web.Request) -> web.Response:
     if task.status != "pending":
         return _refused(f"Task is {task.status}; requeue it to run it again.")
 
-    queue = runtime.queue
-    idle = not queue.state.running and not queue.state.paused
-    await queue.move(task, to="top")
-    return _ok("Task is executing" if idle else "Task is scheduled to run next")
+    await runtime.queue.move(task, to="top")
+    return _ok("Task is scheduled to run next")
 
 
 @_route("POST", "/task/requeue-failed")

@@ -39,12 +39,13 @@ def checkpoint_of(task: Task) -> str | None:
 
 
 def result_of(task: Task) -> str | None:
-    """The extension's `result` column: a JSON string for a task with images,
-    the error message for a failed one, else null."""
+    """The extension's `result` column: a JSON string for a done task, the error
+    message for a failed one, else null (as there, also for an interrupted task;
+    its partial images are in the native API)."""
     if task.status == "failed":
         error = task.error or {}
         return str(error.get("message") or error.get("reason") or "failed")
-    if not task.images:
+    if task.status != "done":
         return None
     images = [image_url(image["digest"]) for image in task.images]
     return orjson.dumps({"images": images, "geninfo": task.info}).decode()

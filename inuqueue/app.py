@@ -174,6 +174,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     for task in background:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
+    await store.drain()
     await runtime.upstream.close()
     await queue.close()
     lock.release()

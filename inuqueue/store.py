@@ -88,6 +88,8 @@ class ImageStore:
         # A commit that finds its name taken and a removal of that name must not
         # interleave, or a new reference could point at a file just deleted.
         self._names_lock = threading.Lock()
+        # Reads still going for callers that gave up; a stop waits for them.
+        self._reads: set[asyncio.Task[bytes]] = set()
 
     def open(self) -> None:
         """Create the directories and drop temp files a crash left behind."""
@@ -118,12 +120,21 @@ class ImageStore:
         """The image's bytes; StoreError if they no longer hash to the digest."""
         path = self.path_for(digest)
         # Shielded: a reader that gives up (a client gone) must not leave the file
-        # open in the executor; the read finishes and closes it either way.
-        data = await asyncio.shield(_read_file(path))
+        # open in the executor; the read finishes and closes it either way, and
+        # `drain` lets a stop wait for it.
+        read = asyncio.ensure_future(_read_file(path))
+        self._reads.add(read)
+        read.add_done_callback(self._reads.discard)
+        data = await asyncio.shield(read)
         actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
         if actual != digest:
             raise StoreError(f"{path} does not hash to its name; the file is damaged")
         return data
+
+    async def drain(self) -> None:
+        """Wait for reads whose callers gave up, so that no file stays open."""
+        if self._reads:
+            await asyncio.gather(*self._reads, return_exceptions=True)
 
     def _put_bytes_sync(self, data: bytes) -> StoredImage:
         digest = hashlib.sha256(data).hexdigest()
