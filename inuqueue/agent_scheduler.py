@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import io
 import zipfile
@@ -48,6 +49,8 @@ DEFAULT_LIMIT = 20
 # The history the extension lists by default (inuqueue's cancelled is asked for).
 _HISTORY_STATUSES = frozenset({"done", "failed", "interrupted"})
 _IMAGE_PARAMS = ("init_images", "mask")
+# The overrides that the checkpoint and vae fields stand for.
+_MODEL_OPTIONS = ("sd_model_checkpoint", "sd_vae")
 
 log = structlog.get_logger("inuqueue.agent_scheduler")
 routes = web.RouteTableDef()
@@ -142,6 +145,22 @@ def _query_int(request: web.Request, name: str, default: int) -> int:
     return value
 
 
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _query_bool(request: web.Request, name: str) -> bool:
+    """A query flag as FastAPI reads a bool: true/1/yes/on or false/0/no/off."""
+    raw = request.query.get(name, "false").lower()
+    if raw not in _TRUE | _FALSE:
+        raise _Invalid(
+            ["query", name],
+            "value could not be parsed to a boolean",
+            "type_error.bool",
+        )
+    return raw in _TRUE
+
+
 async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
     try:
         body = await read_json_object(request)
@@ -151,6 +170,10 @@ async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
         raise _Invalid(["body"], exc.message, "value_error.jsondecode") from None
     # The extension had the webui save every image it made; an explicit false stays.
     body.setdefault("save_images", True)
+    inits = body.get("init_images")
+    if kind == "img2img" and isinstance(inits, list) and len(inits) > 1:
+        # As the extension did: the webui takes at most batch_size input images.
+        body["batch_size"] = len(inits)
     runtime = runtime_of(request)
     enqueued = await enqueue_body(
         runtime, kind, body, idempotency_key(request), AGENT_SCHEDULER
@@ -304,11 +327,28 @@ async def _edited_request(
     elif "mask" in images:
         images["mask"] = await store_input(images["mask"], "mask", runtime.store)
     merged.update(images)
+    _keep_model_overrides(task.request, merged)
     changes: dict[str, Any] = {"request": merged}
     if checkpoint is not None:
         pending_name, _ = await apply_models(runtime, merged, checkpoint, None)
         changes["checkpoint"] = pending_name
     return changes
+
+
+def _keep_model_overrides(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Carry the checkpoint and VAE over into edited override_settings.
+
+    The extension keeps the checkpoint apart from the params, so an edit of the
+    other overrides never loses it; here both live in override_settings.
+    """
+    before, after = old.get("override_settings"), new.get("override_settings")
+    if not isinstance(before, dict) or after is before:
+        return
+    settings = dict(after) if isinstance(after, dict) else {}
+    for option in _MODEL_OPTIONS:
+        if option in before and option not in settings:
+            settings[option] = before[option]
+    new["override_settings"] = settings
 
 
 @_route("DELETE", "/task/{task_id}")
@@ -324,18 +364,23 @@ async def delete_task(request: web.Request) -> web.Response:
         await queue.request_interrupt(task)
         if runtime.consumer is not None:
             await runtime.consumer.interrupt(task)
+        # As the native DELETE: a script that reads the task next sees it ended.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                queue.wait_until(lambda: task.status in FINAL_STATUSES),
+                runtime.config.interrupt_wait_s,
+            )
         return _ok("Task interrupted")
 
-    was_pending = task.status == "pending"
-    if was_pending:
+    if task.status == "pending":
+        # Its receiver hears that it was cancelled: the task stays in the history
+        # until that callback went.
         await queue.cancel_pending(task)
-    forgotten, orphans = await queue.forget_tasks([task], keep_bookmarked=False)
+    elif task.delivery == "pending":
+        # A finished task deleted: its report is not wanted any more.
+        await queue.cancel_delivery(task)
+    _, orphans = await queue.forget_tasks([task], keep_bookmarked=False)
     runtime.collector.collect_later(orphans)
-    if not forgotten and not was_pending:
-        return _refused(
-            "Task's callback is still being delivered; delete it once that ended."
-        )
-    # A cancelled task whose callback is owed stays in the history until it went.
     return _ok("Task deleted")
 
 
@@ -444,7 +489,7 @@ async def results(request: web.Request) -> web.StreamResponse:
             "make it anew."
         )
 
-    if request.query.get("zip", "false").lower() in ("true", "1", "yes", "on"):
+    if _query_bool(request, "zip"):
         return await _stream_zip(request, task)
     data = []
     for image in task.images:

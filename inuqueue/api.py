@@ -121,6 +121,8 @@ def check_callback_url(url: str | None) -> str | None:
         or parsed.scheme not in ("http", "https")
         or not parsed.host
         or len(url) > MAX_CALLBACK_URL_CHARS
+        # Spaces and control characters have no place in a URL as sent.
+        or any(char <= " " or char == "\x7f" for char in url)
     ):
         raise ApiError(
             422,
@@ -192,8 +194,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise ApiError(
             400,
             "invalid_json",
-            f"The body is not valid JSON ({exc}); send a JSON "
-            "object such as the webui's /sdapi/v1/txt2img takes.",
+            f"The body is not valid JSON ({exc}); send a JSON object.",
         ) from None
     if not isinstance(body, dict):
         raise ApiError(
@@ -305,7 +306,8 @@ async def store_input(value: Any, field: str, store: ImageStore) -> Any:
             422,
             "invalid_image",
             f"{field} is not an image: {exc}. Send base64 of a PNG, JPEG, WEBP "
-            "or GIF file, raw or as a data:image/ URI.",
+            "or GIF file, raw or as a data:image/ URI, or an http(s) URL the webui "
+            "can fetch; local file paths are not read.",
             field=field,
         ) from None
     stored = await store.put_bytes(data)

@@ -39,7 +39,7 @@ def _env(name: str, default: Any, convert: Callable[[str], Any] = str) -> Any:
         return default
     try:
         return convert(raw)
-    except ValueError:
+    except (ValueError, argparse.ArgumentTypeError):
         raise ConfigError(f"INUQUEUE_{name}={raw!r} is not a valid value") from None
 
 
@@ -71,7 +71,12 @@ _SECONDS = _at_least(0.0, float)
 
 
 def _port(raw: str) -> int:
-    port = int(raw)
+    try:
+        port = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not a port (a whole number, 0 to 65535)"
+        ) from None
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{raw} is not a port (0 to 65535)")
     return port

@@ -31,6 +31,19 @@ async def cancel_task(request: web.Request) -> web.Response:
     if task.status == "pending":
         await queue.cancel_pending(task)
         return _answer(request, task)
+    if task.status in FINAL_STATUSES:
+        hint = (
+            f"; DELETE {API_PREFIX}/task/{task.task_id}/callback stops its callback"
+            if task.delivery == "pending"
+            else ""
+        )
+        raise ApiError(
+            409,
+            "task_conflict",
+            f"Task {task.task_id} is {task.status} already, so there is nothing to "
+            f"cancel. DELETE {API_PREFIX}/history forgets finished tasks{hint}.",
+            status_now=task.status,
+        )
     await queue.request_interrupt(task)
 
     assert runtime.consumer is not None
@@ -42,6 +55,15 @@ async def cancel_task(request: web.Request) -> web.Response:
         )
     # 202: the webui has not stopped yet; the task ends interrupted when it does.
     return _answer(request, task, 200 if task.status in FINAL_STATUSES else 202)
+
+
+@routes.delete(API_PREFIX + "/task/{task_id}/callback")
+async def cancel_callback(request: web.Request) -> web.Response:
+    """Stop trying to deliver a task's callback (a receiver that will never take
+    it); 409 unless a delivery is owed."""
+    task = await task_of(request)
+    await runtime_of(request).queue.cancel_delivery(task)
+    return _answer(request, task)
 
 
 @routes.post(API_PREFIX + "/queue/pause")

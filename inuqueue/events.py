@@ -70,7 +70,7 @@ def event_from_record(record: Record) -> Event:
             event[key] = record[key]
     if op == "deliver":
         event["outcome"] = record.get("outcome") or "retrying"
-        event["status_code"] = record["attempt"].get("status_code")
+        event["status_code"] = (record.get("attempt") or {}).get("status_code")
     return event
 
 

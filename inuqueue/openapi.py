@@ -94,7 +94,7 @@ _SCHEMAS: dict[str, Schema] = {
             "url": _STR,
             "format": {"type": "string", "enum": ["native", "agent-scheduler"]},
             "delivery": _nullable(
-                {"enum": ["pending", "delivered", "rejected", "gave_up"]}
+                {"enum": ["pending", "delivered", "rejected", "gave_up", "cancelled"]}
             ),
             "tries": _INT,
             "attempts": {"type": "array", "items": {"type": "object"}},
@@ -255,6 +255,13 @@ _PATHS: dict[str, Schema] = {
                 "200": _json({"type": "object"}, "the results"),
                 **_errors(400, 401, 404, 500),
             },
+        },
+    },
+    "/task/{task_id}/callback": {
+        "parameters": [_TASK_ID],
+        "delete": {
+            "summary": "Stop trying to deliver a task's callback",
+            "responses": {**_TASK_ANSWER, **_errors(409, *_WRITE_ERRORS)},
         },
     },
     "/task/{task_id}/preview": {

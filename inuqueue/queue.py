@@ -461,6 +461,19 @@ class TaskQueue:
             }
             log.info("task.updated", task_id=task.task_id, **logged)
 
+    async def cancel_delivery(self, task: Task) -> None:
+        """Stop trying to deliver a task's callback."""
+        if task.delivery != "pending":
+            raise TaskConflict(
+                f"Task {task.task_id} has no callback waiting to be delivered "
+                f"(delivery: {task.delivery}).",
+                task=task,
+            )
+        await self._commit_durable(
+            "deliver", {"task_id": task.task_id, "outcome": "cancelled"}
+        )
+        log.info("callback.cancelled", task_id=task.task_id, tries=task.delivery_tries)
+
     async def record_delivery(
         self, task: Task, attempt: dict[str, Any], outcome: str | None
     ) -> None:

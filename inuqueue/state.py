@@ -20,8 +20,9 @@ Operations and their keys (besides seq, ts and op):
                ``request``, ``checkpoint``, ``vae`` (the last three: pending only)
 ``forget``     ``task_id``: a finished task leaves the history
 ``deliver``    ``task_id``, ``attempt`` (one try to POST the outcome to the task's
-               callback_url) and ``outcome``: None while it is tried again, or
-               ``delivered``, ``rejected``, ``gave_up``
+               callback_url; absent when the delivery was called off) and
+               ``outcome``: None while it is tried again, or ``delivered``,
+               ``rejected``, ``gave_up``, ``cancelled``
 ``snapshot``   opens a compacted journal: ``paused``, ``tasks`` (how many follow)
 ``snapshot_task``  ``task``: one task with every field, as the snapshot saw it
 """
@@ -43,7 +44,7 @@ TaskType = Literal["txt2img", "img2img"]
 TASK_TYPES: tuple[TaskType, ...] = ("txt2img", "img2img")
 STATUSES = ("pending", "running", "done", "failed", "interrupted", "cancelled")
 FINAL_STATUSES = frozenset({"done", "failed", "interrupted", "cancelled"})
-DELIVERY_OUTCOMES = frozenset({"delivered", "rejected", "gave_up"})
+DELIVERY_OUTCOMES = frozenset({"delivered", "rejected", "gave_up", "cancelled"})
 # Attempts kept on a task: enough to see a pattern, bounded for a receiver down
 # for a day.
 KEPT_ATTEMPTS = 20
@@ -357,9 +358,10 @@ class QueueState:
         if outcome is not None and outcome not in DELIVERY_OUTCOMES:
             raise StateError(f"{outcome!r} is not a delivery outcome")
 
-        task.delivery_tries += 1
-        task.delivery_attempts.append(record["attempt"])
-        del task.delivery_attempts[:-KEPT_ATTEMPTS]
+        if "attempt" in record:
+            task.delivery_tries += 1
+            task.delivery_attempts.append(record["attempt"])
+            del task.delivery_attempts[:-KEPT_ATTEMPTS]
         if outcome is not None:
             task.delivery = outcome
             del self.deliveries[task.task_id]

@@ -847,6 +847,8 @@ async def test_delete_interrupts_the_running_task(
     response = await deleting
     assert response.status == 200
     assert await response.json() == {"success": True, "message": "Task interrupted"}
+    # Answered once it ended, so that a script reading it next sees it stopped.
+    assert (await get_task(daemon, running))["status"] == "interrupted"
 
     await daemon.wait_status(running, "interrupted")
     await daemon.wait_status(after, "done")
@@ -1231,3 +1233,54 @@ async def test_a_repeated_idempotency_key_queues_one_task(
 
     assert ids[0] == ids[1]
     assert await queue_ids(daemon) == ids[:1]
+
+
+async def test_put_of_other_overrides_keeps_the_checkpoint_and_vae(
+    daemon: Daemon, standin: StandinHandle
+) -> None:
+    await succeeds(daemon, "POST", "/queue/pause", "Queue paused.")
+    task_id = await enqueue(
+        daemon, {"prompt": "refined", "checkpoint": "refiner", "vae": "Automatic"}
+    )
+    before = (await get_task(daemon, task_id))["params"]["checkpoint"]
+
+    edit = {"params": {"override_settings": {"CLIP_stop_at_last_layers": 2}}}
+    status, answer = await call(daemon, "PUT", f"/task/{task_id}", json=edit)
+    assert (status, answer) == (200, {"success": True, "message": "Task updated."})
+    await succeeds(daemon, "POST", "/queue/resume", "Queue resumed.")
+    await wait_for(daemon, task_id, "done")
+
+    assert before.startswith("sd_xl_refiner_1.0")
+    assert (await get_task(daemon, task_id))["params"]["checkpoint"] == before
+    (sent,) = [body for _, body in standin.state.requests]
+    assert sent["override_settings"] == {
+        "CLIP_stop_at_last_layers": 2,
+        "sd_model_checkpoint": before,
+        "sd_vae": "Automatic",
+    }
+
+
+async def test_several_init_images_set_the_batch_size_as_there(
+    daemon: Daemon, standin: StandinHandle
+) -> None:
+    image = base64.b64encode(tiny_png(8, 8)).decode()
+    task_id = await enqueue(
+        daemon, {"init_images": [image, image, image]}, kind="img2img"
+    )
+
+    task = await wait_for(daemon, task_id, "done", "failed")
+
+    assert task["status"] == "done", task["result"]
+    assert task["params"]["batch_size"] == 3
+    (sent,) = [body for _, body in standin.state.requests]
+    assert (sent["batch_size"], len(sent["init_images"])) == (3, 3)
+
+
+async def test_a_zip_flag_that_is_no_boolean_is_a_422(daemon: Daemon) -> None:
+    task_id = await enqueue(daemon)
+    await wait_for(daemon, task_id, "done")
+
+    status, body = await call(daemon, "GET", f"/task/{task_id}/results?zip=maybe")
+
+    assert status == 422
+    check_422(body, ["query", "zip"])

@@ -562,7 +562,7 @@ async def test_a_pending_task_deleted_through_the_agent_scheduler_is_posted(
     assert fields == {"task_id": task_id, "status": "cancelled"}
 
 
-async def test_deleting_a_finished_task_does_not_lose_its_pending_delivery(
+async def test_deleting_a_finished_task_calls_off_its_pending_delivery(
     daemon: Daemon, receivers: Callable[..., Receiver]
 ) -> None:
     late = receivers()
@@ -575,13 +575,36 @@ async def test_deleting_a_finished_task_does_not_lose_its_pending_delivery(
     await _wait_callback(daemon, task_id, lambda c: c["tries"] >= 1)
 
     deleted = await daemon.client.delete(f"{AS_API}/task/{task_id}")
-    assert deleted.status == 200
+    assert await deleted.json() == {"success": True, "message": "Task deleted"}
     await daemon.restart()
-    await late.start()
 
-    assert (await _settled(daemon, task_id))["delivery"] == "delivered"
-    fields = {_disposition(h)["name"]: c for h, c in _form_parts(late.hits[-1])}
-    assert fields["task_id"] == task_id.encode()
+    # Deleted on purpose: nothing is owed to the receiver any more.
+    assert task_id not in daemon.runtime.queue.state.tasks
+    assert not daemon.runtime.queue.state.deliveries
+
+
+async def test_a_delivery_can_be_called_off(
+    daemon: Daemon, receivers: Callable[..., Receiver]
+) -> None:
+    never = receivers()
+    task_id = await daemon.enqueue({"callback_url": never.url})
+    await daemon.wait_status(task_id, "done")
+    await _wait_callback(daemon, task_id, lambda c: c["tries"] >= 1)
+
+    response = await daemon.client.delete(f"{API}/task/{task_id}/callback")
+    assert response.status == 200, await response.text()
+    callback = (await response.json())["callback"]
+    again = await daemon.client.delete(f"{API}/task/{task_id}/callback")
+    refusal = await again.json()
+    await daemon.restart()
+
+    assert callback["delivery"] == "cancelled"
+    assert (again.status, refusal["error"]) == (409, "task_conflict")
+    assert not daemon.runtime.queue.state.deliveries
+    assert (await _task(daemon, task_id))["callback"]["delivery"] == "cancelled"
+    # Cancelled, it no longer holds the task in the history.
+    forgotten = await (await daemon.client.delete(f"{API}/history")).json()
+    assert forgotten["task_ids"] == [task_id]
 
 
 # Retries, rejections and giving up
@@ -1102,6 +1125,8 @@ async def test_at_most_four_deliveries_run_at_once(
         "http:///hook",
         "javascript:alert(1)",
         "127.0.0.1:8000/hook",
+        "http://127.0.0.1:8000/hook\r\nX-Injected: yes",
+        "http://127.0.0.1:8000/a hook",
     ],
 )
 async def test_a_bad_callback_url_is_refused_and_nothing_is_queued(
