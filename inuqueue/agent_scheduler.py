@@ -215,14 +215,18 @@ async def get_history(request: web.Request) -> web.Response:
         tasks = state.pending_page(0, len(state.pending))
     elif status == "running":
         tasks = list(state.running.values())
-    else:
-        wanted = _HISTORY_STATUSES if status in ("all", "bookmarked") else {status}
+    elif status == "bookmarked":
         finished = (state.tasks[key[1]] for key in state.history)
-        tasks = [
-            task
-            for task in finished
-            if task.status in wanted and (status != "bookmarked" or task.bookmarked)
-        ]
+        tasks = [t for t in finished if t.status in _HISTORY_STATUSES and t.bookmarked]
+    else:
+        # The indexed history answers a page without walking all of it.
+        wanted = _HISTORY_STATUSES if status == "all" else {status}
+        known = wanted & FINAL_STATUSES
+        page, total = state.history_page(
+            known, offset, len(state.history) if limit == 0 else limit
+        )
+        models = [task_model(task, state) for task in page] if known else []
+        return json_response({"tasks": models, "total": total if known else 0})
     page = tasks[offset:] if limit == 0 else tasks[offset : offset + limit]
     return json_response(
         {"tasks": [task_model(task, state) for task in page], "total": len(tasks)}

@@ -202,24 +202,12 @@ class Deliverer:
     async def _try(self, task: Task) -> tuple[dict[str, Any], str | None]:
         """POST the outcome once; the attempt's record and the final outcome."""
         assert self._session is not None and task.callback_url is not None
-        body, content_type = await self._body(task)
-        headers = {
-            "Content-Type": content_type,
-            "X-Inuqueue-Task-Id": task.task_id,
-            "X-Inuqueue-Attempt": str(task.delivery_tries + 1),
-        }
-        if self.config.webhook_secret is not None:
-            timestamp = int(time.time())
-            headers[TIMESTAMP_HEADER] = str(timestamp)
-            headers[SIGNATURE_HEADER] = sign(
-                self.config.webhook_secret, timestamp, body
-            )
-
         started_s = time.time()
         started_mono = time.monotonic()
         status_code: int | None = None
         error: str | None = None
         try:
+            body, headers = await self._request(task)
             # encoded=True: the URL goes out exactly as the client wrote it.
             url = URL(task.callback_url, encoded=True)
             async with self._session.post(
@@ -229,6 +217,11 @@ class Deliverer:
                 # Only the status matters; the connection is not kept for a body.
                 response.release()
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            error = describe_error(exc)
+        except Exception as exc:
+            # A fault of inuqueue's own is recorded as a failed try, so that it
+            # is retried with back-off instead of at once, again and again.
+            log.exception("callback.crashed", task_id=task.task_id)
             error = describe_error(exc)
 
         outcome = _outcome(status_code)
@@ -253,6 +246,22 @@ class Deliverer:
             "retry_at": retry_at,
         }
         return attempt, outcome
+
+    async def _request(self, task: Task) -> tuple[bytes, dict[str, str]]:
+        """The body of one try and its headers, signed when there is a secret."""
+        body, content_type = await self._body(task)
+        headers = {
+            "Content-Type": content_type,
+            "X-Inuqueue-Task-Id": task.task_id,
+            "X-Inuqueue-Attempt": str(task.delivery_tries + 1),
+        }
+        if self.config.webhook_secret is not None:
+            timestamp = int(time.time())
+            headers[TIMESTAMP_HEADER] = str(timestamp)
+            headers[SIGNATURE_HEADER] = sign(
+                self.config.webhook_secret, timestamp, body
+            )
+        return body, headers
 
     async def _body(self, task: Task) -> tuple[bytes, str]:
         if task.callback_format != AGENT_SCHEDULER:

@@ -24,6 +24,7 @@ from pytest_aiohttp import AiohttpClient
 
 from inuqueue.config import Config
 from inuqueue.journal import encode_record
+from inuqueue.webhooks import Deliverer
 from tests.conftest import (
     API,
     Daemon,
@@ -1196,3 +1197,30 @@ async def test_each_try_is_an_event_on_the_stream(
     assert [c["task_id"] for c in callbacks] == [task_id, task_id]
     assert [c["outcome"] for c in callbacks] == ["retrying", "delivered"]
     assert [c["status_code"] for c in callbacks] == [500, 200]
+
+
+async def test_a_fault_building_a_delivery_is_a_failed_try_with_back_off(
+    daemon: Daemon, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Deliverer._body
+    faults = {"left": 1}
+
+    async def faulty(self: Deliverer, task: Any) -> tuple[bytes, str]:
+        if faults["left"]:
+            faults["left"] -= 1
+            raise RuntimeError("planted fault")
+        return await original(self, task)
+
+    monkeypatch.setattr(Deliverer, "_body", faulty)
+    task_id = await daemon.enqueue({"callback_url": receiver.url})
+    callback = await _settled(daemon, task_id)
+
+    assert callback["delivery"] == "delivered"
+    first, second = callback["attempts"]
+    assert (first["status_code"], first["error"]) == (
+        None,
+        "RuntimeError: planted fault",
+    )
+    assert first["retry_at"] is not None
+    assert second["status_code"] == 200
+    assert len(receiver.hits) == 1
