@@ -89,6 +89,9 @@ class TaskQueue:
         self.stopping = False
         # Replaced by a fresh event after each change; waiters hold the old one.
         self._changed = asyncio.Event()
+        # Set when a change touches a task with a callback (the deliverer clears
+        # it), so that the deliverer wakes for those alone, not for every change.
+        self.deliveries_changed = asyncio.Event()
         # Monotonic start times of running tasks, for elapsed_ms in the log.
         self._started_mono: dict[str, float] = {}
 
@@ -176,6 +179,7 @@ class TaskQueue:
         for record in reader.records(cut_torn_tail=False):
             self.state.apply(record)
         self.events.drop_after(self.journal.durable_seq)
+        self.deliveries_changed.set()
         await self.open_settle()
 
     async def open_settle(self) -> None:
@@ -198,6 +202,8 @@ class TaskQueue:
         self.events.add(record)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+        if task is not None and task.callback_url is not None:
+            self.deliveries_changed.set()
         # Only queue-wide operations (pause, resume) change no task.
         return record, task  # type: ignore[return-value]
 
@@ -214,10 +220,6 @@ class TaskQueue:
         with contextlib.suppress(JournalError):
             await self.journal.wait_durable(self.journal.last_seq)
         return self.state
-
-    def changed(self) -> asyncio.Event:
-        """An event set at the next change; take it before looking at the state."""
-        return self._changed
 
     async def wait_until(self, predicate: Callable[[], bool]) -> bool:
         """Wait until `predicate()` is true (checked after every change) or the

@@ -15,6 +15,7 @@ change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import time
@@ -131,8 +132,6 @@ class Deliverer:
         self.base_url = base_url
         self._in_flight: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
-        # Set when a try ends, recorded or not, so its slot is filled again.
-        self._slot_free = asyncio.Event()
 
     async def run(self) -> None:
         """Deliver until cancelled; owed deliveries are found in the queue's state."""
@@ -144,11 +143,12 @@ class Deliverer:
         )
         workers: set[asyncio.Task[None]] = set()
         try:
+            wake = self.queue.deliveries_changed
             while True:
-                changed = self.queue.changed()
-                self._slot_free.clear()
+                wake.clear()
                 wait_s = self._launch_due(workers)
-                await _first_of(changed, self._slot_free, timeout_s=wait_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), wait_s)
         finally:
             for worker in workers:
                 worker.cancel()
@@ -197,7 +197,8 @@ class Deliverer:
             log.warning("callback.unrecorded", task_id=task.task_id, error=str(exc))
         finally:
             self._in_flight.discard(task.task_id)
-            self._slot_free.set()
+            # Recorded or not, the slot is free for the next due delivery.
+            self.queue.deliveries_changed.set()
 
     async def _try(self, task: Task) -> tuple[dict[str, Any], str | None]:
         """POST the outcome once; the attempt's record and the final outcome."""
@@ -285,18 +286,6 @@ class Deliverer:
             extension = content_type.rpartition("/")[2] or "png"
             files.append((f"{image['digest']}.{extension}", content_type, data))
         return multipart_body({"task_id": task.task_id, "status": task.status}, files)
-
-
-async def _first_of(*events: asyncio.Event, timeout_s: float | None) -> None:
-    """Wait until one of the events is set, or the timeout passed."""
-    waiters = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(
-            waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 def _outcome(status_code: int | None) -> str | None:
