@@ -37,6 +37,7 @@ from inuqueue.api import (
     store_inputs,
 )
 from inuqueue.checkpoints import fetch_models
+from inuqueue.errors import InuqueueError
 from inuqueue.http import ApiError, json_response
 from inuqueue.queue import TaskConflict
 from inuqueue.state import FINAL_STATUSES, Task, TaskType
@@ -49,6 +50,7 @@ DEFAULT_LIMIT = 20
 # The history the extension lists by default (inuqueue's cancelled is asked for).
 _HISTORY_STATUSES = frozenset({"done", "failed", "interrupted"})
 _IMAGE_PARAMS = ("init_images", "mask")
+_NOT_FOUND = "Task not found"
 # The overrides that the checkpoint and vae fields stand for.
 _MODEL_OPTIONS = ("sd_model_checkpoint", "sd_vae")
 
@@ -57,7 +59,7 @@ routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class _Invalid(Exception):
+class _Invalid(InuqueueError):
     """A request FastAPI would have refused with a 422."""
 
     def __init__(self, loc: list[Any], msg: str, error_type: str) -> None:
@@ -71,9 +73,6 @@ def _ok(message: str, **extra: Any) -> web.Response:
 
 def _refused(message: str) -> web.Response:
     return json_response({"success": False, "message": message})
-
-
-_NOT_FOUND = "Task not found"
 
 
 def _unprocessable(detail: list[dict[str, Any]], message: str) -> web.Response:
