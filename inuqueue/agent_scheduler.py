@@ -40,7 +40,7 @@ from inuqueue.checkpoints import fetch_models
 from inuqueue.errors import InuqueueError
 from inuqueue.http import ApiError, json_response
 from inuqueue.queue import TaskConflict
-from inuqueue.state import FINAL_STATUSES, Task, TaskType
+from inuqueue.state import FINAL_STATUSES, StateError, Task, TaskType
 from inuqueue.webhooks import AGENT_SCHEDULER
 from inuqueue.webui_schema import request_errors
 
@@ -90,6 +90,9 @@ def _extension_errors(handler: Handler) -> Handler:
             return _unprocessable(exc.detail, str(exc))
         except TaskConflict as exc:
             return _refused(str(exc))
+        except StateError as exc:
+            # Another request changed the task while this one was on its way.
+            return _refused(f"Task changed meanwhile ({exc}); read it again.")
         except ApiError as exc:
             if exc.status not in (400, 422):
                 return json_response(
@@ -601,8 +604,8 @@ async def clear_queue(request: web.Request) -> web.Response:
     queue = runtime.queue
     cancelled = await queue.clear()
     # Removed, as the extension deletes them, unless a callback is owed.
-    tasks = [queue.state.tasks[task_id] for task_id in cancelled]
-    _, orphans = await queue.forget_tasks(tasks)
+    found = (queue.state.tasks.get(task_id) for task_id in cancelled)
+    _, orphans = await queue.forget_tasks([t for t in found if t is not None])
     runtime.collector.collect_later(orphans)
     return _ok("Queue cleared.")
 

@@ -14,6 +14,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from inuqueue.errors import InuqueueError
 from inuqueue.journal import JournalWriteFailed
 from inuqueue.queue import TaskConflict
+from inuqueue.state import StateError
 
 log = structlog.get_logger("inuqueue.http")
 
@@ -71,6 +72,14 @@ async def error_middleware(
     except TaskConflict as exc:
         return error_response(
             409, "task_conflict", str(exc), status_now=exc.task.status
+        )
+    except StateError as exc:
+        # Another request changed the task while this one was on its way.
+        return error_response(
+            409,
+            "task_conflict",
+            f"The task changed while this request was handled ({exc}); read it "
+            "again, then send the request again if it still applies.",
         )
     except RequestPayloadError as exc:
         return error_response(

@@ -252,14 +252,24 @@ class Journal:
         """The sequence number of the newest record appended (durable or not)."""
         return self._seq
 
-    def append(self, op: str, fields: Record) -> Record:
-        """Give the record its seq and queue it for the next write."""
+    def append(
+        self, op: str, fields: Record, check: Callable[[Record], None] | None = None
+    ) -> Record:
+        """Give the record its seq and queue it for the next write.
+
+        `check` sees the record first and may refuse it by raising: then nothing
+        is queued and the seq is not used, so that no record a replay would refuse
+        ever reaches the file.
+        """
         if self.failure is not None:
             raise self.failure
 
+        record: Record = {"seq": self._seq + 1, "ts": utc_now_iso(), "op": op, **fields}
+        line = encode_record(record)
+        if check is not None:
+            check(record)
         self._seq += 1
-        record: Record = {"seq": self._seq, "ts": utc_now_iso(), "op": op, **fields}
-        self._pending.append(encode_record(record))
+        self._pending.append(line)
         if self._batch is None:
             self._batch = asyncio.get_running_loop().create_future()
         self._wake.set()

@@ -25,19 +25,40 @@ from inuqueue.errors import InuqueueError, JournalCorrupt, JournalError
 from inuqueue.events import SNAPSHOT_OPS, EventHub
 from inuqueue.journal import JOURNAL_NAME, Journal, JournalReader, Record
 from inuqueue.ordering import plan_move
-from inuqueue.state import FINAL_STATUSES, QueueState, StateError, Task, TaskType
+from inuqueue.state import (
+    FINAL_STATUSES,
+    PENDING_ONLY_FIELDS,
+    QueueState,
+    StateError,
+    Task,
+    TaskType,
+)
 
 log = structlog.get_logger("inuqueue.queue")
 
 
-# Changes that only a pending task takes.
-PENDING_ONLY_CHANGES = ("priority", "request", "checkpoint", "vae")
-
-
-def keeps(task: Task) -> bool:
+def keeps(task: Task, *, keep_bookmarked: bool = True) -> bool:
     """Whether the clears and the retention leave a finished task: it is
     bookmarked, or its callback is still owed (forgetting it would lose that)."""
-    return task.bookmarked or task.delivery == "pending"
+    return (keep_bookmarked and task.bookmarked) or task.delivery == "pending"
+
+
+def _copy_spec(task: Task, name: str | None) -> Record:
+    """The enqueue spec of a new task that repeats a finished one."""
+    spec: Record = {
+        "task_id": str(uuid.uuid4()),
+        "type": task.type,
+        "name": task.name if name is None else name,
+        "priority": task.priority,
+        "request": task.request,
+        "idempotency_key": None,
+        "requeued_from": task.task_id,
+    }
+    for key in ("checkpoint", "vae", "callback_url", "callback_format"):
+        value = getattr(task, key)
+        if value is not None:
+            spec[key] = value
+    return spec
 
 
 class TaskConflict(InuqueueError):
@@ -197,8 +218,16 @@ class TaskQueue:
         await self.journal.close()
 
     def _commit(self, op: str, fields: Record) -> tuple[Record, Task]:
-        record = self.journal.append(op, fields)
-        task = self.state.apply(record)
+        """Append a record and apply it, or raise StateError and append nothing.
+
+        The state checks the record before it is queued: a request that acted on
+        a task another request changed meanwhile is refused, never journaled.
+        """
+        applied: list[Task | None] = []
+        record = self.journal.append(
+            op, fields, lambda r: applied.append(self.state.apply(r))
+        )
+        task = applied[0]
         self.events.add(record)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
@@ -276,20 +305,31 @@ class TaskQueue:
         if callback_url is not None:
             spec["callback_url"] = callback_url
             spec["callback_format"] = callback_format
-        record, task = self._commit("enqueue", {"task": spec})
-        # What the acknowledged record made of the task; the consumer may start it
-        # before the fsync returns.
-        enqueued = Enqueued(task, task.status, self.state.position(task), True)
+        return (await self._enqueue_durable([spec]))[0]
+
+    async def _enqueue_durable(self, specs: list[Record]) -> list[Enqueued]:
+        """Commit the enqueue records in one step, then wait for them (one fsync
+        for all); what each record made of its task."""
+        committed = [self._commit("enqueue", {"task": spec}) for spec in specs]
+        # What each acknowledged record made of its task; the consumer may start
+        # one before the fsync returns.
+        answers = [
+            Enqueued(task, task.status, self.state.position(task), True)
+            for _, task in committed
+        ]
         self._work.set()
-        await self.journal.wait_durable(record["seq"])
-        log.info(
-            "task.enqueued",
-            task_id=task.task_id,
-            type=task_type,
-            priority=priority,
-            position=enqueued.position,
-        )
-        return enqueued
+        if committed:
+            await self.journal.wait_durable(committed[-1][0]["seq"])
+        for enqueued in answers:
+            log.info(
+                "task.enqueued",
+                task_id=enqueued.task.task_id,
+                type=enqueued.task.type,
+                priority=enqueued.task.priority,
+                position=enqueued.position,
+                requeued_from=enqueued.task.requeued_from,
+            )
+        return answers
 
     async def wait_next(self) -> Task:
         """Wait until a task may run and return it (it stays pending)."""
@@ -452,7 +492,7 @@ class TaskQueue:
     async def update(self, task: Task, changes: dict[str, Any]) -> None:
         """Change a task's name or bookmark (any task), or the priority, request,
         checkpoint or VAE of a pending one."""
-        pending_only = [key for key in PENDING_ONLY_CHANGES if key in changes]
+        pending_only = [key for key in PENDING_ONLY_FIELDS if key in changes]
         if pending_only and task.status != "pending":
             raise self._conflict(task, f"change {', '.join(pending_only)}")
         if changes:
@@ -504,26 +544,21 @@ class TaskQueue:
         one; named `name`, or as the original."""
         if task.status not in FINAL_STATUSES:
             raise self._conflict(task, "be queued again before it finished")
-        return await self.enqueue(
-            task.type,
-            task.request,
-            name=task.name if name is None else name,
-            priority=task.priority,
-            requeued_from=task.task_id,
-            checkpoint=task.checkpoint,
-            vae=task.vae,
-            callback_url=task.callback_url,
-            callback_format=task.callback_format or "native",
-        )
+        return (await self._enqueue_durable([_copy_spec(task, name)]))[0]
 
     async def requeue_failed(self) -> list[str]:
-        """Queue again every failed task not queued again yet; the new ids."""
+        """Queue again every failed task not queued again yet; the new ids.
+
+        All copies are committed in one step, so that two of these requests at
+        once cannot both copy the same task.
+        """
         failed = [
             task
             for task in self.state.tasks.values()
             if task.status == "failed" and task.requeued_as is None
         ]
-        return [(await self.requeue(task)).task.task_id for task in failed]
+        answers = await self._enqueue_durable([_copy_spec(t, None) for t in failed])
+        return [enqueued.task.task_id for enqueued in answers]
 
     async def clear(self) -> list[str]:
         """Cancel every pending task but the bookmarked; the ids, in the order they
@@ -553,16 +588,21 @@ class TaskQueue:
         for task in tasks:
             if task.status not in FINAL_STATUSES:
                 raise self._conflict(task, "be forgotten before it finished")
-        return await self._forget_tasks(
-            [
-                task
-                for task in tasks
-                if task.delivery != "pending"
-                and not (keep_bookmarked and task.bookmarked)
-            ]
-        )
+        return await self._forget_tasks(tasks, keep_bookmarked=keep_bookmarked)
 
-    async def _forget_tasks(self, tasks: list[Task]) -> tuple[list[str], set[str]]:
+    async def _forget_tasks(
+        self, tasks: list[Task], *, keep_bookmarked: bool = True
+    ) -> tuple[list[str], set[str]]:
+        # The tasks may have been picked before an await: forget those still
+        # there, finished and not kept (another request may have changed one).
+        live = [self.state.tasks.get(task.task_id) for task in tasks]
+        tasks = [
+            task
+            for task in live
+            if task is not None
+            and task.status in FINAL_STATUSES
+            and not keeps(task, keep_bookmarked=keep_bookmarked)
+        ]
         digests = {digest for task in tasks for digest in task.digests()}
         records = [self._commit("forget", {"task_id": t.task_id})[0] for t in tasks]
         if records:

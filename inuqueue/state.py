@@ -323,7 +323,7 @@ class QueueState:
 
     def _update(self, record: Record) -> Task:
         task = self.get(record["task_id"])
-        pending_only = [key for key in _PENDING_ONLY_FIELDS if key in record]
+        pending_only = [key for key in PENDING_ONLY_FIELDS if key in record]
         if pending_only and task.status != "pending":
             raise StateError(
                 f"only a pending task changes {', '.join(pending_only)}: "
@@ -432,4 +432,5 @@ _HANDLERS = {
     "snapshot_task": QueueState._snapshot_task,
 }
 _FIELDS = tuple(Task.__dataclass_fields__)
-_PENDING_ONLY_FIELDS = ("priority", "request", "checkpoint", "vae")
+# What an `update` may change of a pending task alone.
+PENDING_ONLY_FIELDS = ("priority", "request", "checkpoint", "vae")
