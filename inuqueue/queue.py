@@ -531,9 +531,8 @@ class TaskQueue:
         )
         log_fn = log.info if outcome in (None, "delivered") else log.warning
         log_fn(
-            "callback.delivered" if outcome == "delivered" else "callback.attempted",
+            f"callback.{outcome or 'retrying'}",
             task_id=task.task_id,
-            outcome=outcome or "retrying",
             tries=task.delivery_tries,
             status_code=attempt.get("status_code"),
             error=attempt.get("error"),

@@ -132,6 +132,11 @@ class Deliverer:
         self.base_url = base_url
         self._in_flight: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
+        # Tries made whose record the journal refused (a full disk): recorded
+        # once it takes writes again, instead of being made again and again.
+        self._unrecorded: dict[str, tuple[dict[str, Any], str | None]] = {}
+        # When each owed delivery is due, by task id and for how many tries.
+        self._due: dict[str, tuple[int, float]] = {}
 
     async def run(self) -> None:
         """Deliver until cancelled; owed deliveries are found in the queue's state."""
@@ -146,7 +151,12 @@ class Deliverer:
             wake = self.queue.deliveries_changed
             while True:
                 wake.clear()
-                wait_s = self._launch_due(workers)
+                try:
+                    wait_s = self._launch_due(workers)
+                except Exception:
+                    # A fault here must not end every delivery for good.
+                    log.exception("callback.scheduling_failed")
+                    wait_s = self.config.storage_retry_s
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), wait_s)
         finally:
@@ -182,19 +192,37 @@ class Deliverer:
         return max(0.0, soonest - now)
 
     def _due_at(self, task: Task) -> float:
-        if not task.delivery_attempts:
+        """Epoch seconds when the next try is due (0: now)."""
+        if task.task_id in self._unrecorded or not task.delivery_attempts:
             return 0.0
+        cached = self._due.get(task.task_id)
+        if cached is not None and cached[0] == task.delivery_tries:
+            return cached[1]
+
         retry_at = task.delivery_attempts[-1].get("retry_at")
-        return _epoch_s(retry_at) if retry_at else 0.0
+        try:
+            due = _epoch_s(retry_at) if isinstance(retry_at, str) else 0.0
+        except ValueError:
+            # A hand-edited journal, say: try now, and the try sets a new time.
+            due = 0.0
+        if len(self._due) > len(self.queue.state.deliveries):
+            # Drop what settled deliveries left behind.
+            owed = self.queue.state.deliveries
+            self._due = {k: v for k, v in self._due.items() if k in owed}
+        self._due[task.task_id] = (task.delivery_tries, due)
+        return due
 
     async def _deliver(self, task: Task) -> None:
         try:
-            attempt, outcome = await self._try(task)
-            await self.queue.record_delivery(task, attempt, outcome)
-        except JournalError as exc:
-            # Not recorded: the try counts as not made and is made again once the
-            # journal takes writes.
-            log.warning("callback.unrecorded", task_id=task.task_id, error=str(exc))
+            made = self._unrecorded.pop(task.task_id, None)
+            attempt, outcome = made if made is not None else await self._try(task)
+            try:
+                await self.queue.record_delivery(task, attempt, outcome)
+            except JournalError as exc:
+                # The try was made; only its record is missing. It is recorded
+                # once the journal takes writes, not made again meanwhile.
+                self._unrecorded[task.task_id] = (attempt, outcome)
+                log.warning("callback.unrecorded", task_id=task.task_id, error=str(exc))
         finally:
             self._in_flight.discard(task.task_id)
             # Recorded or not, the slot is free for the next due delivery.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import hmac
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -1224,3 +1226,39 @@ async def test_a_fault_building_a_delivery_is_a_failed_try_with_back_off(
     assert first["retry_at"] is not None
     assert second["status_code"] == 200
     assert len(receiver.hits) == 1
+
+
+async def test_a_try_the_journal_could_not_record_is_recorded_not_made_again(
+    daemon: Daemon, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk refuses each "deliver" record three times; the healer brings
+    # the journal back after each refusal.
+    await daemon.restart(storage_retry_s=0.01)
+    journal = daemon.runtime.queue.journal
+    real_write = type(journal)._write_and_sync
+    refusals = {"left": 3}
+
+    def full_for_deliveries(self: Any, data: bytes) -> None:
+        if b'"op":"deliver"' in data and refusals["left"]:
+            refusals["left"] -= 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(self, data)
+
+    monkeypatch.setattr(type(journal), "_write_and_sync", full_for_deliveries)
+    task_id = await daemon.enqueue({"callback_url": receiver.url})
+
+    async def recorded() -> bool | None:
+        # Until the journal took the record, a read may show what it refused.
+        queue = daemon.runtime.queue
+        task = queue.state.tasks[task_id]
+        durable = queue.journal.durable_seq == queue.journal.last_seq
+        done = not refusals["left"] and durable and task.delivery == "delivered"
+        return done or None
+
+    await poll_until(recorded)
+    callback = await _settled(daemon, task_id)
+    assert (callback["delivery"], callback["tries"]) == ("delivered", 1)
+    # The receiver has it once: the refused records did not make it POST again.
+    assert len(receiver.hits) == 1
+    await daemon.restart()
+    assert (await _task(daemon, task_id))["callback"]["delivery"] == "delivered"
