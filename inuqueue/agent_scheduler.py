@@ -13,19 +13,16 @@ id, edits dropping ``params``), the shape is kept and the right thing done.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
-import io
-import zipfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import orjson
-import structlog
 from aiohttp import web
 
+from inuqueue.agent_results import data_uris, stream_zip
 from inuqueue.agent_views import queue_status, task_model
 from inuqueue.api import (
     apply_models,
@@ -54,7 +51,6 @@ _NOT_FOUND = "Task not found"
 # The overrides that the checkpoint and vae fields stand for.
 _MODEL_OPTIONS = ("sd_model_checkpoint", "sd_vae")
 
-log = structlog.get_logger("inuqueue.agent_scheduler")
 routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -496,91 +492,8 @@ async def results(request: web.Request) -> web.StreamResponse:
         )
 
     if _query_bool(request, "zip"):
-        return await _stream_zip(request, task)
-    data = []
-    for image in task.images:
-        content = await _read(request, image["digest"])
-        encoded = await asyncio.to_thread(_data_uri, image, content)
-        data.append({"image": encoded, "infotext": image.get("infotext") or ""})
-    return json_response({"success": True, "data": data})
-
-
-def _data_uri(image: dict[str, Any], content: bytes) -> str:
-    content_type = image.get("content_type") or "image/png"
-    return f"data:{content_type};base64," + base64.b64encode(content).decode("ascii")
-
-
-async def _read(request: web.Request, digest: str) -> bytes:
-    try:
-        return await runtime_of(request).store.read_verified(digest)
-    except (OSError, ValueError) as exc:
-        raise ApiError(
-            500,
-            "image_damaged",
-            f"Image {digest} cannot be read ({exc}); run 'inuqueue store verify', "
-            "then requeue the task.",
-        ) from None
-
-
-class _Chunks(io.RawIOBase):
-    """A write-only, unseekable file whose bytes are taken out as they come, so
-    that zipfile writes a streamable archive (data descriptors, no seeking)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._chunks: list[bytes] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        self._chunks.append(chunk)
-        return len(chunk)
-
-    def take(self) -> bytes:
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        return data
-
-
-async def _stream_zip(request: web.Request, task: Task) -> web.StreamResponse:
-    """The images as a zip, sent one entry at a time: one image in memory at most."""
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "application/zip",
-            "Content-Disposition": f"attachment; filename=results-{task.task_id}.zip",
-        }
-    )
-    await response.prepare(request)
-    sink = _Chunks()
-    # Images are compressed already: storing them costs nothing and saves CPU.
-    archive = zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED)
-    for index, image in enumerate(task.images, start=1):
-        try:
-            content = await _read(request, image["digest"])
-        except ApiError as exc:
-            # The status line is gone already: cut the stream off, so that the
-            # client holds an archive without its directory, never a short one.
-            log.warning("results.zip_cut", task_id=task.task_id, error=exc.message)
-            if request.transport is not None:
-                request.transport.close()
-            return response
-        name = _entry_name(index, image)
-        await asyncio.to_thread(archive.writestr, name, content)
-        await response.write(sink.take())
-    archive.close()
-    await response.write(sink.take())
-    await response.write_eof()
-    return response
-
-
-def _entry_name(index: int, image: dict[str, Any]) -> str:
-    """The webui's own file naming: number, then seed (or digest)."""
-    extension = (image.get("content_type") or "image/png").rpartition("/")[2]
-    seed = image.get("seed")
-    label = str(seed) if seed is not None else image["digest"][:16]
-    return f"{index:05d}-{label}.{extension}"
+        return await stream_zip(request, store, task)
+    return json_response({"success": True, "data": await data_uris(store, task)})
 
 
 @_route("POST", "/queue/pause", "/pause")

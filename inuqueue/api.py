@@ -16,7 +16,7 @@ from inuqueue.errors import ImageDecodeError, StoreError
 from inuqueue.http import API_PREFIX, ApiError, json_response
 from inuqueue.queue import Enqueued
 from inuqueue.runtime import RUNTIME, Runtime
-from inuqueue.state import Task, TaskType
+from inuqueue.state import CallbackFormat, Task, TaskType
 from inuqueue.store import (
     DIGEST_RE,
     ImageStore,
@@ -24,6 +24,7 @@ from inuqueue.store import (
     sniff_content_type,
 )
 from inuqueue.views import image_view, task_url, task_view
+from inuqueue.webhooks import NATIVE
 from inuqueue.webui_schema import request_errors
 
 routes = web.RouteTableDef()
@@ -61,7 +62,7 @@ async def enqueue_img2img(request: web.Request) -> web.Response:
 async def _enqueue(request: web.Request, kind: TaskType) -> web.Response:
     body = await read_json_object(request)
     enqueued = await enqueue_body(
-        runtime_of(request), kind, body, idempotency_key(request), "native"
+        runtime_of(request), kind, body, idempotency_key(request), NATIVE
     )
     task_id = enqueued.task.task_id
     payload = {
@@ -81,7 +82,7 @@ async def enqueue_body(
     kind: TaskType,
     body: dict[str, Any],
     key: str | None,
-    callback_format: str,
+    callback_format: CallbackFormat,
 ) -> Enqueued:
     """Queue a webui body with inuqueue's own fields in it; ApiError if it is bad."""
     name = _pop_typed(body, "name", str)

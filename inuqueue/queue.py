@@ -28,6 +28,7 @@ from inuqueue.ordering import plan_move
 from inuqueue.state import (
     FINAL_STATUSES,
     PENDING_ONLY_FIELDS,
+    CallbackFormat,
     QueueState,
     StateError,
     Task,
@@ -277,7 +278,7 @@ class TaskQueue:
         checkpoint: str | None = None,
         vae: str | None = None,
         callback_url: str | None = None,
-        callback_format: str = "native",
+        callback_format: CallbackFormat = "native",
     ) -> Enqueued:
         """Add a task; with a known idempotency key, return the original instead."""
         if idempotency_key is not None:

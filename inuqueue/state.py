@@ -41,6 +41,10 @@ from sortedcontainers import SortedList
 from inuqueue.errors import InuqueueError
 
 TaskType = Literal["txt2img", "img2img"]
+# Which API queued a task decides the form its callback takes.
+CallbackFormat = Literal["native", "agent-scheduler"]
+# pending: owed; the others end a delivery.
+Delivery = Literal["pending", "delivered", "rejected", "gave_up", "cancelled"]
 TASK_TYPES: tuple[TaskType, ...] = ("txt2img", "img2img")
 STATUSES = ("pending", "running", "done", "failed", "interrupted", "cancelled")
 FINAL_STATUSES = frozenset({"done", "failed", "interrupted", "cancelled"})
@@ -91,8 +95,8 @@ class Task:
     # Where the outcome is POSTed once final, in which API's form, and how that went:
     # delivery is None (no callback), pending, or one of DELIVERY_OUTCOMES.
     callback_url: str | None = None
-    callback_format: str | None = None
-    delivery: str | None = None
+    callback_format: CallbackFormat | None = None
+    delivery: Delivery | None = None
     delivery_attempts: list[dict[str, Any]] = field(default_factory=list)
     delivery_tries: int = 0
 

@@ -33,15 +33,15 @@ from inuqueue import __version__
 from inuqueue.config import Config
 from inuqueue.errors import JournalError, StoreError
 from inuqueue.queue import TaskQueue
-from inuqueue.state import Task
+from inuqueue.state import CallbackFormat, Task
 from inuqueue.store import ImageStore
 from inuqueue.upstream import describe_error
 from inuqueue.views import image_url
 
 log = structlog.get_logger("inuqueue.webhooks")
 
-NATIVE = "native"
-AGENT_SCHEDULER = "agent-scheduler"
+NATIVE: CallbackFormat = "native"
+AGENT_SCHEDULER: CallbackFormat = "agent-scheduler"
 # Answers that say "try again later" rather than "no".
 RETRIED_STATUSES = frozenset({408, 429})
 SIGNATURE_HEADER = "X-Inuqueue-Signature"
