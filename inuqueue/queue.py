@@ -571,6 +571,8 @@ class TaskQueue:
         records = [self._commit("cancel", {"task_id": t.task_id})[0] for t in tasks]
         if records:
             await self.journal.wait_durable(records[-1]["seq"])
+        for task in tasks:
+            log.info("task.cancelled", task_id=task.task_id, by="clear")
         log.info("queue.cleared", cancelled=len(tasks))
         return [task.task_id for task in tasks]
 
@@ -607,6 +609,8 @@ class TaskQueue:
         records = [self._commit("forget", {"task_id": t.task_id})[0] for t in tasks]
         if records:
             await self.journal.wait_durable(records[-1]["seq"])
+        for task in tasks:
+            log.info("task.forgotten", task_id=task.task_id, status=task.status)
         log.info("history.forgotten", tasks=len(tasks))
         orphans = {d for d in digests if self.state.image_refs.get(d, 0) <= 0}
         return [task.task_id for task in tasks], orphans
