@@ -1,8 +1,10 @@
 """A stateful property test: the journal-backed queue always equals a simple model.
 
-Rules enqueue, start, finish, break off, cancel, move, pause, compact, restart,
-kill and tear the journal's tail; after each, the queue's tasks, their statuses and
-the pending order must be what a few lines of plain Python say they should be.
+Rules enqueue (with a callback or not), start, finish, break off, cancel, move,
+pause, bookmark, record and call off deliveries, clear, forget, compact, restart,
+kill and tear the journal's tail; after each, the queue's tasks, their statuses,
+bookmarks and deliveries and the pending order must be what a few lines of plain
+Python say they should be.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from inuqueue.journal import JOURNAL_NAME
 from inuqueue.queue import TaskQueue
+from inuqueue.state import FINAL_STATUSES
 
 MAX_ATTEMPTS = 2
+# Never contacted: the machine drives the queue alone, with no deliverer running.
+HOOK = "http://127.0.0.1:9/hook"
 
 
 @dataclass
@@ -31,6 +36,16 @@ class ModelTask:
     priority: int
     rank: float
     attempts: int = 0
+    hooked: bool = False
+    bookmarked: bool = False
+    delivery: str | None = None
+    tries: int = 0
+
+    def becomes(self, status: str) -> None:
+        """Take a status; a final one makes a callback owed."""
+        self.status = status
+        if status in FINAL_STATUSES and self.hooked:
+            self.delivery = "pending"
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -65,21 +80,28 @@ class QueueMachine(RuleBasedStateMachine):
         """A restart: a running task runs again, or fails past the limit."""
         for task in self.model.values():
             if task.status == "running":
-                task.status = "pending" if task.attempts < MAX_ATTEMPTS else "failed"
+                task.becomes("pending" if task.attempts < MAX_ATTEMPTS else "failed")
 
     def teardown(self) -> None:
         self._run(self.queue.close())
         self.loop.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    @rule(priority=st.integers(-2, 2))
-    def enqueue(self, priority: int) -> None:
+    @rule(priority=st.integers(-2, 2), hooked=st.booleans())
+    def enqueue(self, priority: int, hooked: bool) -> None:
         enqueued = self._run(
-            self.queue.enqueue("txt2img", {"prompt": "p"}, priority=priority)
+            self.queue.enqueue(
+                "txt2img",
+                {"prompt": "p"},
+                priority=priority,
+                callback_url=HOOK if hooked else None,
+            )
         )
         task = enqueued.task  # type: ignore[attr-defined]
         self.arrivals += 1
-        self.model[task.task_id] = ModelTask("pending", priority, task.rank)
+        self.model[task.task_id] = ModelTask(
+            "pending", priority, task.rank, hooked=hooked
+        )
 
     @precondition(lambda self: not self.paused and not self._running())
     @rule()
@@ -101,7 +123,7 @@ class QueueMachine(RuleBasedStateMachine):
     def finish(self, status: str) -> None:
         (task_id,) = self._running()
         self._run(self.queue.mark_finished(self.queue.state.tasks[task_id], status))
-        self.model[task_id].status = status
+        self.model[task_id].becomes(status)
 
     @precondition(lambda self: bool(self._running()))
     @rule()
@@ -109,7 +131,7 @@ class QueueMachine(RuleBasedStateMachine):
         (task_id,) = self._running()
         self._run(self.queue.mark_broken(self.queue.state.tasks[task_id], "reset"))
         model = self.model[task_id]
-        model.status = "pending" if model.attempts < MAX_ATTEMPTS else "failed"
+        model.becomes("pending" if model.attempts < MAX_ATTEMPTS else "failed")
 
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
@@ -118,7 +140,7 @@ class QueueMachine(RuleBasedStateMachine):
             return
         task_id = data.draw(st.sampled_from(order))
         self._run(self.queue.cancel_pending(self.queue.state.tasks[task_id]))
-        self.model[task_id].status = "cancelled"
+        self.model[task_id].becomes("cancelled")
 
     @rule(data=st.data(), to=st.sampled_from(["top", "bottom"]))
     def move(self, data: st.DataObject, to: str) -> None:
@@ -140,6 +162,55 @@ class QueueMachine(RuleBasedStateMachine):
     def pause(self, paused: bool) -> None:
         self._run(self.queue.set_paused(paused))
         self.paused = paused
+
+    @rule(data=st.data(), bookmarked=st.booleans())
+    def bookmark(self, data: st.DataObject, bookmarked: bool) -> None:
+        if not self.model:
+            return
+        task_id = data.draw(st.sampled_from(sorted(self.model)))
+        task = self.queue.state.tasks[task_id]
+        self._run(self.queue.update(task, {"bookmarked": bookmarked}))
+        self.model[task_id].bookmarked = bookmarked
+
+    def _owed(self) -> list[str]:
+        return sorted(i for i, t in self.model.items() if t.delivery == "pending")
+
+    @precondition(lambda self: bool(self._owed()))
+    @rule(
+        data=st.data(),
+        outcome=st.sampled_from([None, "delivered", "rejected", "gave_up"]),
+    )
+    def deliver(self, data: st.DataObject, outcome: str | None) -> None:
+        task_id = data.draw(st.sampled_from(self._owed()))
+        attempt = {"at": "2026-12-04T12:00:00.000Z", "status_code": 503}
+        task = self.queue.state.tasks[task_id]
+        self._run(self.queue.record_delivery(task, attempt, outcome))
+        model = self.model[task_id]
+        model.tries += 1
+        model.delivery = outcome or "pending"
+
+    @precondition(lambda self: bool(self._owed()))
+    @rule(data=st.data())
+    def call_off_delivery(self, data: st.DataObject) -> None:
+        task_id = data.draw(st.sampled_from(self._owed()))
+        self._run(self.queue.cancel_delivery(self.queue.state.tasks[task_id]))
+        self.model[task_id].delivery = "cancelled"
+
+    @rule()
+    def clear(self) -> None:
+        self._run(self.queue.clear())
+        for task in self.model.values():
+            if task.status == "pending" and not task.bookmarked:
+                task.becomes("cancelled")
+
+    @rule()
+    def forget(self) -> None:
+        self._run(self.queue.forget(FINAL_STATUSES))
+        self.model = {
+            i: t
+            for i, t in self.model.items()
+            if t.status not in FINAL_STATUSES or t.bookmarked or t.delivery == "pending"
+        }
 
     @rule()
     def compact(self) -> None:
@@ -171,6 +242,11 @@ class QueueMachine(RuleBasedStateMachine):
         assert {i: t.attempts for i, t in state.tasks.items()} == {
             i: t.attempts for i, t in self.model.items()
         }
+        assert {
+            i: (t.bookmarked, t.delivery, t.delivery_tries)
+            for i, t in state.tasks.items()
+        } == {i: (t.bookmarked, t.delivery, t.tries) for i, t in self.model.items()}
+        assert sorted(state.deliveries) == self._owed()
 
 
 QueueMachine.TestCase.settings = settings(
