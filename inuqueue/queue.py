@@ -106,14 +106,16 @@ class TaskQueue:
         )
         self.events.floor_seq = reader.snapshot_seq
         self.events.durable_seq = self.journal.durable_seq
-        self.journal.on_durable = self.events.durable
+        self.journal.on_durable = self._durable
         self._work = asyncio.Event()
         self.stopping = False
         # Replaced by a fresh event after each change; waiters hold the old one.
         self._changed = asyncio.Event()
         # Set when a change touches a task with a callback (the deliverer clears
-        # it), so that the deliverer wakes for those alone, not for every change.
+        # it), so that the deliverer wakes for those alone, not for every change;
+        # for a task just made final, once that record is durable.
         self.deliveries_changed = asyncio.Event()
+        self._owed_from_seq = 0
         # Monotonic start times of running tasks, for elapsed_ms in the log.
         self._started_mono: dict[str, float] = {}
 
@@ -154,6 +156,12 @@ class TaskQueue:
             pending=len(self.state.pending),
             running=len(self.state.running),
         )
+
+    def _durable(self, seq: int) -> None:
+        self.events.durable(seq)
+        if self._owed_from_seq and seq >= self._owed_from_seq:
+            self._owed_from_seq = 0
+            self.deliveries_changed.set()
 
     async def open(self) -> None:
         """Start the journal and settle the tasks a stop left running."""
@@ -233,7 +241,12 @@ class TaskQueue:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         if task is not None and task.callback_url is not None:
-            self.deliveries_changed.set()
+            if task.finish_seq == record["seq"]:
+                # Owed from now, but reported only once durable: a crash could
+                # still take this outcome back.
+                self._owed_from_seq = record["seq"]
+            else:
+                self.deliveries_changed.set()
         # Only queue-wide operations (pause, resume) change no task.
         return record, task  # type: ignore[return-value]
 

@@ -173,11 +173,15 @@ class Deliverer:
 
         now = time.time()
         soonest: float | None = None
+        durable_seq = self.queue.journal.durable_seq
         for task in list(self.queue.state.deliveries.values()):
             if len(self._in_flight) >= self.config.webhook_concurrency:
                 # The next free slot wakes the loop; nothing to time until then.
                 return None
             if task.task_id in self._in_flight:
+                continue
+            if (task.finish_seq or 0) > durable_seq:
+                # Its outcome is not on disk yet; the fsync wakes the loop.
                 continue
             due = self._due_at(task)
             if due > now:
