@@ -209,6 +209,8 @@ class TaskQueue:
         for record in reader.records(cut_torn_tail=False):
             self.state.apply(record)
         self.events.drop_after(self.journal.durable_seq)
+        # Seqs after the durable one are given anew: a wait for an old one is void.
+        self._owed_from_seq = 0
         self.deliveries_changed.set()
         await self.open_settle()
 
