@@ -89,6 +89,14 @@ def _extension_errors(handler: Handler) -> Handler:
         except StateError as exc:
             # Another request changed the task while this one was on its way.
             return _refused(f"Task changed meanwhile ({exc}); read it again.")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # Such as aiohttp's 413 for an inflated body over the limit.
+            message = exc.reason or "The request failed."
+            return json_response(
+                {"detail": message, "message": message}, status=exc.status
+            )
         except ApiError as exc:
             if exc.status not in (400, 422):
                 return json_response(
@@ -326,6 +334,9 @@ async def _edited_request(
 
     if "init_images" in images:
         await store_inputs(images, runtime.store)
+        if len(images["init_images"]) > 1:
+            # As at enqueue: the webui takes at most batch_size input images.
+            merged["batch_size"] = len(images["init_images"])
     elif "mask" in images:
         images["mask"] = await store_input(images["mask"], "mask", runtime.store)
     merged.update(images)

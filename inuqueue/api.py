@@ -87,8 +87,9 @@ async def enqueue_body(
     """Queue a webui body with inuqueue's own fields in it; ApiError if it is bad."""
     name = _pop_typed(body, "name", str)
     priority = _pop_typed(body, "priority", int)
-    checkpoint = _pop_typed(body, "checkpoint", str)
-    vae = _pop_typed(body, "vae", str)
+    # An empty name is a form's "no choice": no override, not a match of any title.
+    checkpoint = _pop_typed(body, "checkpoint", str) or None
+    vae = _pop_typed(body, "vae", str) or None
     callback_url = check_callback_url(_pop_typed(body, "callback_url", str))
     _check_webui_fields(kind, body)
 

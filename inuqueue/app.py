@@ -127,6 +127,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await runtime.upstream.open()
     consumer = Consumer(queue, store, runtime.upstream, config)
     collector = ImageCollector(store, queue.state, config.image_grace_s)
+    collector.collect_later(queue.replay_orphans)
     runtime._queue, runtime._store, runtime.consumer = queue, store, consumer
     runtime._collector = collector
     consumer_task = asyncio.create_task(consumer.run(), name="consumer")

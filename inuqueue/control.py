@@ -123,7 +123,10 @@ async def edit_task(request: web.Request) -> web.Response:
         priority = body["priority"]
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise ApiError(
-                422, "invalid_field", "priority must be an integer.", field="priority"
+                422,
+                "invalid_field",
+                "priority must be a whole number within 64 bits.",
+                field="priority",
             )
         changes["priority"] = priority
     if "bookmarked" in body:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 from typing import Any
 
 import orjson
@@ -35,9 +36,14 @@ class ApiError(InuqueueError):
 def json_response(
     data: Any, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
-    """A JSON response serialised by orjson."""
+    """A JSON response serialised by orjson (by the json module for the rare
+    integer past 64 bits, say from the webui's progress, which orjson refuses)."""
+    try:
+        body = orjson.dumps(data)
+    except TypeError:
+        body = json.dumps(data, separators=(",", ":")).encode()
     return web.Response(
-        body=orjson.dumps(data),
+        body=body,
         status=status,
         headers=headers,
         content_type="application/json",

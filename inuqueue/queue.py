@@ -100,6 +100,7 @@ class TaskQueue:
         self.state = QueueState()
         reader = JournalReader(data_dir / JOURNAL_NAME)
         self.events = EventHub(reader.path)
+        self.replay_orphans: set[str] = set()
         self._replay(reader)
         self.journal = Journal(
             reader.path, reader, fsync=fsync, compact_bytes=compact_bytes
@@ -124,12 +125,18 @@ class TaskQueue:
         # Only the newest records become events the ring keeps; the rest would be
         # built and thrown away.
         recent: deque[Record] = deque(maxlen=self.events.ring_size)
+        # Images whose last reference a `forget` record dropped: a daemon that
+        # stopped before collecting them leaves them to the next one.
+        forgotten: set[str] = set()
         # A replay builds a large, long-lived state: the cyclic collector would
         # walk all of it again and again for nothing (half the replay time).
         collecting = gc.isenabled()
         gc.disable()
         try:
             for lineno, record in enumerate(reader.records(), start=1):  # noqa: B007
+                if record["op"] == "forget":
+                    gone = self.state.tasks.get(record["task_id"])
+                    forgotten.update(gone.digests() if gone is not None else ())
                 self.state.apply(record)
                 if record["op"] in SNAPSHOT_OPS:
                     self.events.add(record)
@@ -144,6 +151,9 @@ class TaskQueue:
         finally:
             if collecting:
                 gc.enable()
+        self.replay_orphans = {
+            d for d in forgotten if self.state.image_refs.get(d, 0) <= 0
+        }
         # What replay built lives as long as the daemon: keep it out of collections.
         gc.freeze()
         for record in recent:
@@ -522,9 +532,14 @@ class TaskQueue:
     async def cancel_delivery(self, task: Task) -> None:
         """Stop trying to deliver a task's callback."""
         if task.delivery != "pending":
+            state = (
+                "it has no callback"
+                if task.callback_url is None
+                else f"its callback is {task.delivery or 'owed once the task ends'}"
+            )
             raise TaskConflict(
-                f"Task {task.task_id} has no callback waiting to be delivered "
-                f"(delivery: {task.delivery}).",
+                f"Task {task.task_id} has no delivery to call off: {state}. Only a "
+                "finished task's pending callback can be called off.",
                 task=task,
             )
         await self._commit_durable(

@@ -1284,3 +1284,21 @@ async def test_a_zip_flag_that_is_no_boolean_is_a_422(daemon: Daemon) -> None:
 
     assert status == 422
     check_422(body, ["query", "zip"])
+
+
+async def test_put_of_several_init_images_sets_the_batch_size(
+    daemon: Daemon, standin: StandinHandle
+) -> None:
+    image = base64.b64encode(tiny_png(8, 8)).decode()
+    await succeeds(daemon, "POST", "/queue/pause", "Queue paused.")
+    task_id = await enqueue(daemon, {"init_images": [image]}, kind="img2img")
+
+    edit = {"params": {"init_images": [image, image]}}
+    status, answer = await call(daemon, "PUT", f"/task/{task_id}", json=edit)
+    assert (status, answer) == (200, {"success": True, "message": "Task updated."})
+    await succeeds(daemon, "POST", "/queue/resume", "Queue resumed.")
+    task = await wait_for(daemon, task_id, "done", "failed")
+
+    assert task["status"] == "done", task["result"]
+    (sent,) = [body for _, body in standin.state.requests]
+    assert (sent["batch_size"], len(sent["init_images"])) == (2, 2)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 
 import orjson
 from pytest_aiohttp import AiohttpClient
 
 from inuqueue.config import Config
+from inuqueue.http import json_response
 from tests.conftest import API, Daemon, StandinHandle, hold_a_running_task, tiny_png
 
 
@@ -282,3 +284,19 @@ async def test_a_body_over_the_limit_gets_413_as_json(
     assert "--max-body-bytes" in body["message"]
     assert daemon.runtime.queue.journal.last_seq == 0
     await daemon.stop()
+
+
+def test_an_answer_with_an_integer_past_64_bits_is_still_json() -> None:
+    # The webui's progress echoes whatever step count it was sent; orjson
+    # refuses integers past 64 bits.
+    response = json_response({"sampling_steps": 10**30})
+
+    assert isinstance(response.body, bytes)
+    assert json.loads(response.body) == {"sampling_steps": 10**30}
+
+
+async def test_an_empty_checkpoint_name_means_no_override(daemon: Daemon) -> None:
+    task_id = await daemon.enqueue({"checkpoint": "", "vae": ""})
+
+    request = daemon.runtime.queue.state.tasks[task_id].request
+    assert "override_settings" not in request

@@ -255,3 +255,23 @@ async def test_a_crash_at_any_step_of_a_compaction_leaves_a_whole_journal(
     assert _fingerprint(reopened) == before
     assert not (daemon.config.data_dir / ("journal.jsonl" + COMPACT_SUFFIX)).exists()
     standin.state.release()
+
+
+async def test_images_forgotten_just_before_a_stop_are_collected_after_it(
+    daemon: Daemon,
+) -> None:
+    kept = await daemon.wait_status(await daemon.enqueue({"seed": 31}), "done")
+    gone = await daemon.wait_status(await daemon.enqueue({"seed": 32}), "done")
+    response = await daemon.client.patch(
+        f"{API}/task/{kept['task_id']}", json={"bookmarked": True}
+    )
+    assert response.status == 200
+    await daemon.client.delete(f"{API}/history")
+
+    # Stopped before the grace period let the collector act on them.
+    await daemon.restart(image_grace_s=0.0)
+    await daemon.runtime.collector.sweep()
+
+    store = daemon.runtime.store
+    assert not store.exists(gone["images"][0]["digest"])
+    assert store.exists(kept["images"][0]["digest"])
