@@ -39,7 +39,7 @@ from tests.conftest import (
     poll_until,
     quick_config,
 )
-from tests.test_webhooks import FAST_RETRIES, WAIT_S, Receiver, Reply
+from tests.test_webhooks import FAST_RETRIES, WAIT_S, Receiver, Reply, enqueue_at
 
 AS_API = "/agent-scheduler/v1"
 FINAL_DELIVERIES = ("delivered", "rejected", "gave_up", "cancelled")
@@ -745,15 +745,7 @@ async def test_a_kill_during_a_hanging_try_makes_that_try_again_after_restart(
     args += ["--public-url", public_url]
     first = daemon_processes(args)
     url = await first.start()
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{url}{API}/queue/txt2img",
-            json={"prompt": "a cat", "steps": 2, "callback_url": receiver.url},
-        ) as response,
-    ):
-        assert response.status == 202, await response.text()
-        task_id = (await response.json())["task_id"]
+    task_id = await enqueue_at(url, receiver.url)
     await receiver.wait_in_flight(1)
     await first.kill()
 

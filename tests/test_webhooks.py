@@ -228,6 +228,29 @@ async def _task_at(url: str, task_id: str) -> dict[str, Any]:
         return task
 
 
+async def enqueue_at(url: str, callback_url: str) -> str:
+    """Queue a small txt2img with a callback at a daemon in another process."""
+    body = {"prompt": "a cat", "steps": 2, "callback_url": callback_url}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{url}{API}/queue/txt2img", json=body) as response,
+    ):
+        assert response.status == 202, await response.text()
+        task_id: str = (await response.json())["task_id"]
+        return task_id
+
+
+async def _settled_at(url: str, task_id: str) -> dict[str, Any]:
+    """The task at a daemon in another process, once its delivery is final."""
+
+    async def settled() -> dict[str, Any] | None:
+        task = await _task_at(url, task_id)
+        return task if task["callback"]["delivery"] in FINAL else None
+
+    task: dict[str, Any] = await poll_until(settled)
+    return task
+
+
 async def _wait_callback(
     daemon: Daemon, task_id: str, check: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any]:
@@ -827,15 +850,7 @@ async def test_sigkill_with_a_delivery_pending_loses_it_not(
     args += ["--webhook-secret", SECRET]
     first = daemon_processes(args)
     url = await first.start()
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{url}{API}/queue/txt2img",
-            json={"prompt": "a cat", "steps": 2, "callback_url": late.url},
-        ) as response,
-    ):
-        assert response.status == 202, await response.text()
-        task_id = (await response.json())["task_id"]
+    task_id = await enqueue_at(url, late.url)
 
     async def tried() -> dict[str, Any] | None:
         task = await _task_at(url, task_id)
@@ -850,11 +865,7 @@ async def test_sigkill_with_a_delivery_pending_loses_it_not(
     second = daemon_processes(args)
     url = await second.start()
 
-    async def settled() -> dict[str, Any] | None:
-        task = await _task_at(url, task_id)
-        return task if task["callback"]["delivery"] in FINAL else None
-
-    task = await poll_until(settled)
+    task = await _settled_at(url, task_id)
     callback = task["callback"]
     assert callback["delivery"] == "delivered"
     assert callback["tries"] > before["callback"]["tries"]
@@ -881,21 +892,9 @@ async def test_the_cli_takes_the_public_url_flag_and_the_secret_from_the_env(
     args = ["--upstream", standin.url, "--data", str(tmp_path), "--public-url", public]
     process = daemon_processes(args)
     url = (await process.start()).rstrip("/")
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{url}{API}/queue/txt2img",
-            json={"prompt": "a cat", "steps": 2, "callback_url": receiver.url},
-        ) as response,
-    ):
-        assert response.status == 202, await response.text()
-        task_id = (await response.json())["task_id"]
+    task_id = await enqueue_at(url, receiver.url)
 
-    async def settled() -> dict[str, Any] | None:
-        task = await _task_at(url, task_id)
-        return task if task["callback"]["delivery"] in FINAL else None
-
-    task = await poll_until(settled)
+    task = await _settled_at(url, task_id)
 
     assert task["callback"]["delivery"] == "delivered"
     assert _signed_by(receiver.hits[0], SECRET)
@@ -932,21 +931,9 @@ async def test_on_port_0_image_urls_name_the_port_the_daemon_got(
 ) -> None:
     process = daemon_processes(["--upstream", standin.url, "--data", str(tmp_path)])
     url = (await process.start()).rstrip("/")
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(
-            f"{url}{API}/queue/txt2img",
-            json={"prompt": "a cat", "steps": 2, "callback_url": receiver.url},
-        ) as response,
-    ):
-        assert response.status == 202, await response.text()
-        task_id = (await response.json())["task_id"]
+    task_id = await enqueue_at(url, receiver.url)
 
-    async def settled() -> dict[str, Any] | None:
-        task = await _task_at(url, task_id)
-        return task if task["callback"]["delivery"] in FINAL else None
-
-    task = await poll_until(settled)
+    task = await _settled_at(url, task_id)
 
     assert task["callback"]["delivery"] == "delivered"
     payload = receiver.hits[0].json()
