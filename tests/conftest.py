@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
@@ -133,6 +133,25 @@ async def hold_a_running_task(
     task_id = await daemon.enqueue(body)
     await standin.state.wait_generations(1)
     return task_id
+
+
+async def delete_while_held(
+    daemon: Daemon, standin: StandinHandle, task_id: str, path: str
+) -> ClientResponse:
+    """DELETE a task held running at the stand-in; answer once the webui stopped it.
+
+    The DELETE sends the interrupt itself; sending it again (it is idempotent) is
+    how the caller knows the webui heard it before the hold is released.
+    """
+    deleting = asyncio.create_task(daemon.client.delete(path))
+    queue = daemon.runtime.queue
+    await queue.wait_until(lambda: queue.state.tasks[task_id].interrupt_requested)
+    consumer = daemon.runtime.consumer
+    assert consumer is not None
+    await consumer.interrupt(queue.state.tasks[task_id])
+    assert standin.state.state.interrupted
+    standin.state.release()
+    return await deleting
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ checks follow /work/notes/issue4-interface.md.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import struct
@@ -28,6 +27,7 @@ from tests.conftest import (
     API,
     Daemon,
     StandinHandle,
+    delete_while_held,
     hold_a_running_task,
     poll_until,
     tiny_png,
@@ -834,17 +834,7 @@ async def test_delete_interrupts_the_running_task(
     await standin.state.wait_held(1)
     after = await enqueue(daemon, {"prompt": "after"})
 
-    deleting = asyncio.create_task(daemon.client.delete(f"{AS}/task/{running}"))
-    tasks = daemon.runtime.queue
-    await tasks.wait_until(lambda: tasks.state.tasks[running].interrupt_requested)
-    # The DELETE sends the interrupt itself; sending it again (it is idempotent)
-    # is how the test knows the webui heard it before the hold is released.
-    consumer = daemon.runtime.consumer
-    assert consumer is not None
-    await consumer.interrupt(tasks.state.tasks[running])
-    assert standin.state.state.interrupted
-    standin.state.release()
-    response = await deleting
+    response = await delete_while_held(daemon, standin, running, f"{AS}/task/{running}")
     assert response.status == 200
     assert await response.json() == {"success": True, "message": "Task interrupted"}
     # Answered once it ended, so that a script reading it next sees it stopped.

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from tests.conftest import API, Daemon, StandinHandle, hold_a_running_task
+from tests.conftest import (
+    API,
+    Daemon,
+    StandinHandle,
+    delete_while_held,
+    hold_a_running_task,
+)
 
 
 async def _json(daemon: Daemon, method: str, path: str, **kw: Any) -> tuple[int, Any]:
@@ -38,17 +43,9 @@ async def test_a_running_task_is_interrupted_at_the_webui_and_keeps_its_images(
     task_id = await daemon.enqueue({"steps": 20, "n_iter": 3, "batch_size": 2})
     await standin.state.wait_held(1)
 
-    deleting = asyncio.create_task(daemon.client.delete(f"{API}/task/{task_id}"))
-    queue = daemon.runtime.queue
-    await queue.wait_until(lambda: queue.state.tasks[task_id].interrupt_requested)
-    # The DELETE sends the interrupt itself; sending it again (it is idempotent)
-    # is how the test knows the webui heard it before the hold is released.
-    consumer = daemon.runtime.consumer
-    assert consumer is not None
-    await consumer.interrupt(queue.state.tasks[task_id])
-    assert standin.state.state.interrupted
-    standin.state.release()
-    response = await deleting
+    response = await delete_while_held(
+        daemon, standin, task_id, f"{API}/task/{task_id}"
+    )
     task = await response.json()
 
     assert (response.status, task["status"]) == (200, "interrupted")

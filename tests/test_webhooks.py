@@ -32,6 +32,7 @@ from tests.conftest import (
     Daemon,
     DaemonProcess,
     StandinHandle,
+    delete_while_held,
     free_port,
     hold_a_running_task,
     poll_until,
@@ -398,15 +399,8 @@ async def test_an_interrupted_task_is_posted_as_interrupted(
     task_id = await daemon.enqueue({"steps": 20, "callback_url": receiver.url})
     await standin.state.wait_held(1)
 
-    deleting = asyncio.create_task(daemon.client.delete(f"{API}/task/{task_id}"))
-    queue = daemon.runtime.queue
-    await queue.wait_until(lambda: queue.state.tasks[task_id].interrupt_requested)
-    # As in test_control: the interrupt reaches the webui before the hold ends.
-    consumer = daemon.runtime.consumer
-    assert consumer is not None
-    await consumer.interrupt(queue.state.tasks[task_id])
-    standin.state.release()
-    assert (await deleting).status == 200
+    deleted = await delete_while_held(daemon, standin, task_id, f"{API}/task/{task_id}")
+    assert deleted.status == 200
     task = await daemon.wait_status(task_id, "interrupted")
 
     callback = await _settled(daemon, task_id)
