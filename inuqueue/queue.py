@@ -44,22 +44,43 @@ def keeps(task: Task, *, keep_bookmarked: bool = True) -> bool:
     return (keep_bookmarked and task.bookmarked) or task.delivery == "pending"
 
 
-def _copy_spec(task: Task, name: str | None) -> Record:
-    """The enqueue spec of a new task that repeats a finished one."""
+def _new_spec(
+    task_type: TaskType,
+    request: dict[str, Any],
+    *,
+    name: str | None,
+    priority: int,
+    idempotency_key: str | None,
+    **optional: Any,
+) -> Record:
+    """The `task` of an enqueue record, with a fresh id; optional keys only when
+    they have a value, to keep the journal lean."""
     spec: Record = {
         "task_id": str(uuid.uuid4()),
-        "type": task.type,
-        "name": task.name if name is None else name,
-        "priority": task.priority,
-        "request": task.request,
-        "idempotency_key": None,
-        "requeued_from": task.task_id,
+        "type": task_type,
+        "name": name,
+        "priority": priority,
+        "request": request,
+        "idempotency_key": idempotency_key,
     }
-    for key in ("checkpoint", "vae", "callback_url", "callback_format"):
-        value = getattr(task, key)
-        if value is not None:
-            spec[key] = value
+    spec.update((key, value) for key, value in optional.items() if value is not None)
     return spec
+
+
+def _copy_spec(task: Task, name: str | None) -> Record:
+    """The enqueue spec of a new task that repeats a finished one."""
+    return _new_spec(
+        task.type,
+        task.request,
+        name=task.name if name is None else name,
+        priority=task.priority,
+        idempotency_key=None,
+        requeued_from=task.task_id,
+        checkpoint=task.checkpoint,
+        vae=task.vae,
+        callback_url=task.callback_url,
+        callback_format=task.callback_format,
+    )
 
 
 class TaskConflict(InuqueueError):
@@ -314,23 +335,18 @@ class TaskQueue:
                 await self.journal.wait_durable(self.journal.last_seq)
                 return Enqueued(task, task.status, self.state.position(task), False)
 
-        spec: Record = {
-            "task_id": str(uuid.uuid4()),
-            "type": task_type,
-            "name": name,
-            "priority": priority,
-            "request": request,
-            "idempotency_key": idempotency_key,
-        }
-        if requeued_from is not None:
-            spec["requeued_from"] = requeued_from
-        if checkpoint is not None:
-            spec["checkpoint"] = checkpoint
-        if vae is not None:
-            spec["vae"] = vae
-        if callback_url is not None:
-            spec["callback_url"] = callback_url
-            spec["callback_format"] = callback_format
+        spec = _new_spec(
+            task_type,
+            request,
+            name=name,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            requeued_from=requeued_from,
+            checkpoint=checkpoint,
+            vae=vae,
+            callback_url=callback_url,
+            callback_format=callback_format if callback_url is not None else None,
+        )
         return (await self._enqueue_durable([spec]))[0]
 
     async def _enqueue_durable(self, specs: list[Record]) -> list[Enqueued]:
