@@ -135,8 +135,6 @@ class Deliverer:
         # Tries made whose record the journal refused (a full disk): recorded
         # once it takes writes again, instead of being made again and again.
         self._unrecorded: dict[str, tuple[dict[str, Any], str | None]] = {}
-        # When each owed delivery is due, by task id and for how many tries.
-        self._due: dict[str, tuple[int, float]] = {}
 
     async def run(self) -> None:
         """Deliver until cancelled; owed deliveries are found in the queue's state."""
@@ -199,22 +197,12 @@ class Deliverer:
         """Epoch seconds when the next try is due (0: now)."""
         if task.task_id in self._unrecorded or not task.delivery_attempts:
             return 0.0
-        cached = self._due.get(task.task_id)
-        if cached is not None and cached[0] == task.delivery_tries:
-            return cached[1]
-
         retry_at = task.delivery_attempts[-1].get("retry_at")
         try:
-            due = _epoch_s(retry_at) if isinstance(retry_at, str) else 0.0
+            return _epoch_s(retry_at) if isinstance(retry_at, str) else 0.0
         except ValueError:
             # A hand-edited journal, say: try now, and the try sets a new time.
-            due = 0.0
-        if len(self._due) > len(self.queue.state.deliveries):
-            # Drop what settled deliveries left behind.
-            owed = self.queue.state.deliveries
-            self._due = {k: v for k, v in self._due.items() if k in owed}
-        self._due[task.task_id] = (task.delivery_tries, due)
-        return due
+            return 0.0
 
     async def _deliver(self, task: Task) -> None:
         try:
