@@ -75,6 +75,11 @@ def _unprocessable(detail: list[dict[str, Any]], message: str) -> web.Response:
     return json_response({"detail": detail, "message": message}, status=422)
 
 
+def _failed(status: int, message: str) -> web.Response:
+    """Any other error, as FastAPI's HTTPException answers: a string detail."""
+    return json_response({"detail": message, "message": message}, status=status)
+
+
 def _extension_errors(handler: Handler) -> Handler:
     """Answer failures in the extension's shapes rather than inuqueue's."""
 
@@ -93,15 +98,10 @@ def _extension_errors(handler: Handler) -> Handler:
             if exc.status < 400:
                 raise
             # Such as aiohttp's 413 for an inflated body over the limit.
-            message = exc.reason or "The request failed."
-            return json_response(
-                {"detail": message, "message": message}, status=exc.status
-            )
+            return _failed(exc.status, exc.reason or "The request failed.")
         except ApiError as exc:
             if exc.status not in (400, 422):
-                return json_response(
-                    {"detail": exc.message, "message": exc.message}, status=exc.status
-                )
+                return _failed(exc.status, exc.message)
             detail = exc.extra.get("detail")
             if not isinstance(detail, list):
                 field = exc.extra.get("field")
